@@ -1,0 +1,39 @@
+# Heptapod pipeline. Main target on the embedded default:  snakemake --cores all ablations
+# Another preset:  snakemake --cores all ablations --config preset=smoke
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+configfile: "params.yaml"
+
+validate(config, "workflow/schemas/params.schema.yaml")
+
+from heptapod import paths
+from heptapod.config import fingerprint, resolve
+
+PRESET = config["preset"]
+CFG = resolve(config, PRESET)
+
+
+def fp(*sections, variant=None):
+    """Params of the given sections, for Snakemake's params-change rerun trigger."""
+    return lambda w: fingerprint(resolve(config, w.preset, w.variant if variant else None), *sections)
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/tokenizer.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule ablations:
+    """Every variant of the preset trained, sampled, evaluated and reported."""
+    input:
+        paths.report_dir(PRESET) / "README.md",
+
+
+rule all:
+    input:
+        rules.ablations.input,
+        paths.bench(PRESET),

@@ -1,0 +1,3 @@
+from heptapod.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""Throughput benchmark (``heptapod bench``): not a test, its numbers go to results/bench/*.json.
+
+Measures, on the machine it runs on, with the preset's model and batch size:
+- training: backbone-only step (next-token linear output) vs backbone + global head at n = 1;
+- sampling: images/s with and without the backbone KV cache, and the share of sampling time in
+  the backbone vs the head (with the cache, the head should dominate);
+- data: latent-store batches/s vs training steps/s.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from heptapod.config import Config
+from heptapod.data.store import LatentStore
+from heptapod.models.heptapod import Heptapod
+from heptapod.sample import balanced_labels
+from heptapod.train import build_model, training_batch
+from heptapod.utils.training import step_generator
+
+
+def backbone_only_loss(model: Heptapod, tokens, labels, order, prefix) -> torch.Tensor:
+    """The backbone with a per-step linear next-token output: the cost floor of any head."""
+    seq = tokens.gather(1, order)
+    h = model.backbone(model.backbone_inputs(seq[:, :-1], order[:, :-1], labels))
+    return F.cross_entropy(model.out(h).flatten(0, 1), seq.flatten())
+
+
+def _time_train(model: Heptapod, loss_fn, batches_, steps: int) -> float:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times = []
+    for i, batch in enumerate(batches_[: steps + 2]):
+        t0 = time.perf_counter()
+        loss = loss_fn(*batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= 2:  # the first steps pay allocation and warm-up costs
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]  # median
+
+
+def run_bench(cfg: Config, latents_path: str) -> dict:
+    store = LatentStore(latents_path)
+    model = build_model(cfg, store)
+    steps, bsz = cfg.bench.steps, cfg.train.batch_size
+    batches_ = [training_batch(store, cfg, model, s) for s in range(steps + 2)]
+    n1 = [(t, y, o, p[:, :1]) for t, y, o, p in batches_]
+    t_backbone = _time_train(model, lambda *b: backbone_only_loss(model, *b), n1, steps)
+    t_full = _time_train(model, lambda *b: model.loss(*b)[0], n1, steps)
+    tokens_per_step = bsz * store.grid_size ** 2
+
+    model.eval()
+    labels = balanced_labels(cfg.bench.sample_batch, store.num_classes)
+    timer: dict = {}
+    t0 = time.perf_counter()
+    model.sample(labels, generator=step_generator(0, 0), use_cache=True, timer=timer)
+    t_cached = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.sample(labels, generator=step_generator(0, 0), use_cache=False)
+    t_uncached = time.perf_counter() - t0
+
+    reader = LatentStore(latents_path)  # fresh: no block cached yet
+    n_loader = 20 * (steps + 2)
+    t0 = time.perf_counter()
+    for s in range(n_loader):
+        reader.batch(s, bsz, cfg.train.seed)
+    loader_bps = n_loader / (time.perf_counter() - t0)
+
+    return {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "device": "cpu"},
+        "model": {"params": model.num_params(), "width": cfg.model.width,
+                  "depth": f"{cfg.model.backbone_depth}/{cfg.model.head_depth}",
+                  "grid": store.grid_size, "batch_size": bsz},
+        "train": {
+            "backbone_only_step_s": t_backbone, "backbone_plus_head_step_s": t_full,
+            "backbone_only_tokens_per_s": tokens_per_step / t_backbone,
+            "backbone_plus_head_tokens_per_s": tokens_per_step / t_full,
+            "head_step_ratio": t_full / t_backbone, "target_head_step_ratio_max": 2.2,
+        },
+        "sample": {
+            "batch": len(labels), "images_per_s_kv_cache": len(labels) / t_cached,
+            "images_per_s_no_cache": len(labels) / t_uncached,
+            "kv_cache_speedup": t_uncached / t_cached,
+            "backbone_share_kv_cache": timer["backbone"] / (timer["backbone"] + timer["head"]),
+            "target_backbone_share_max": 0.15,
+        },
+        "loader": {
+            "batches_per_s": loader_bps, "train_steps_per_s": 1 / t_full,
+            "loader_to_train_ratio": loader_bps * t_full, "target_ratio_min": 20,
+        },
+    }

@@ -1,0 +1,188 @@
+"""FID / IS / KID with torch-fidelity, offline.
+
+Inception weights are a run-time download, so for small datasets the feature extractor is a
+classifier trained on the dataset itself (its own pipeline stage), registered with
+torch-fidelity: penultimate features for FID/KID, class logits for IS. Given a local file of
+torch-fidelity's Inception weights, the real Inception network is used instead. Every metric
+dict carries the name of the extractor, and reports label numbers with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch import nn
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+from heptapod.config import ClassifierConfig, EvaluateConfig
+from heptapod.data.images import to_float
+from heptapod.utils.io import load_checkpoint, save_checkpoint
+from heptapod.utils.training import progress
+
+
+class Classifier(nn.Module):
+    """Small CNN: the dataset's own 'Inception' (features for FID/KID, logits for IS)."""
+
+    def __init__(self, channels: int, num_classes: int, width: int):
+        super().__init__()
+        w = width
+
+        def conv(i, o):
+            return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
+
+        self.body = nn.Sequential(
+            *conv(channels, w), *conv(w, w), nn.MaxPool2d(2),
+            *conv(w, 2 * w), *conv(2 * w, 2 * w), nn.MaxPool2d(2),
+            *conv(2 * w, 4 * w), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        )
+        self.features = nn.Linear(16 * w, 8 * w)
+        self.logits = nn.Linear(8 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x in [-1, 1] (B, C, H, W) -> (features (B, 8w) before the ReLU, logits (B, K))."""
+        f = self.features(self.body(x))
+        return f, self.logits(F.relu(f))
+
+
+def build_classifier(meta: dict) -> Classifier:
+    return Classifier(meta["channels"], meta["num_classes"], meta["width"])
+
+
+def train_classifier(cfg: ClassifierConfig, train: tuple[np.ndarray, np.ndarray],
+                     test: tuple[np.ndarray, np.ndarray], num_classes: int, out: str | Path) -> dict:
+    """Train on the train split, report test accuracy, save an atomic checkpoint."""
+    images, labels = train
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    meta = {"channels": images.shape[1], "num_classes": num_classes, "width": cfg.width}
+    model = build_classifier(meta)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
+    model.train()
+    bar = progress(cfg.steps, desc="classifier")
+    for _ in range(cfg.steps):
+        idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
+        x = to_float(images[idx.numpy()])
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        loss = F.cross_entropy(model(x)[1], torch.as_tensor(labels[idx.numpy()]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.update()
+    bar.close()
+    model.eval()
+    accuracy = classifier_accuracy(model, *test)
+    save_checkpoint(out, {"kind": "classifier", "meta": meta, "state_dict": model.state_dict(),
+                          "test_accuracy": accuracy})
+    return {"test_accuracy": accuracy, "steps": cfg.steps}
+
+
+@torch.no_grad()
+def classifier_accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
+    correct = 0
+    for lo in range(0, len(images), 1000):
+        logits = model(to_float(images[lo:lo + 1000]))[1]
+        correct += int((logits.argmax(1) == torch.as_tensor(labels[lo:lo + 1000])).sum())
+    return correct / len(images)
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    ckpt = load_checkpoint(path, "classifier")
+    model = build_classifier(ckpt["meta"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+class _ClassifierExtractor(FeatureExtractorBase):
+    """torch-fidelity adapter: uint8 (B, 3, H, W) in, (features, logits) out as requested."""
+
+    FEATURES = ("features", "logits_unbiased")
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        self.model = load_classifier(feature_extractor_weights_path)
+        self.channels = self.model.body[0].in_channels
+
+    @staticmethod
+    def get_provided_features_list():
+        return _ClassifierExtractor.FEATURES
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits_unbiased", "fid": "features", "kid": "features",
+                "prc": "features"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = x[:, :self.channels] if self.channels < x.shape[1] else x  # gray was repeated to 3
+        feats, logits = self.model(x.float().div(127.5).sub(1.0))
+        out = {"features": feats, "logits_unbiased": logits}
+        return tuple(out[name].double() for name in self.features_list)
+
+
+def classifier_extractor_name(path: str | Path) -> str:
+    """Registered name carries the weights' hash: torch-fidelity keys caches by name only."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    name = f"heptapod-classifier-{digest}"
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(name, _ClassifierExtractor)
+    return name
+
+
+class _Uint8Images(torch.utils.data.Dataset):
+    """Images as torch-fidelity wants them: uint8 (3, H, W); gray repeated to 3 channels."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(self.images[i]))
+        return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
+
+
+def fidelity_metrics(fake: np.ndarray, real: np.ndarray, cfg: EvaluateConfig,
+                     classifier_path: str | Path | None) -> dict:
+    """FID, IS (of ``fake``) and KID of uint8 image arrays (N, C, H, W)."""
+    if cfg.inception_weights:
+        if not Path(cfg.inception_weights).is_file():
+            raise FileNotFoundError(f"evaluate.inception_weights: file not found: {cfg.inception_weights}")
+        extractor, weights, label = "inception-v3-compat", cfg.inception_weights, "Inception"
+    else:
+        if classifier_path is None:
+            raise ValueError("a dataset classifier checkpoint is needed when no Inception weights are set")
+        extractor, weights, label = classifier_extractor_name(classifier_path), str(classifier_path), "dataset classifier"
+    kid_subset = min(cfg.kid_subset_size, len(fake), len(real))
+    m = torch_fidelity.calculate_metrics(
+        input1=_Uint8Images(fake), input2=_Uint8Images(real), fid=True, isc=True, kid=True,
+        kid_subset_size=kid_subset, batch_size=cfg.batch_size, cuda=torch.cuda.is_available(),
+        feature_extractor=extractor, feature_extractor_weights_path=weights, cache=False,
+        verbose=False, save_cpu_ram=True,
+    )
+    return {
+        "fid": float(m["frechet_inception_distance"]),
+        "is": float(m["inception_score_mean"]),
+        "is_std": float(m["inception_score_std"]),
+        "kid": float(m["kernel_inception_distance_mean"]),
+        "kid_std": float(m["kernel_inception_distance_std"]),
+        "extractor": label,
+        "num_fake": len(fake),
+        "num_real": len(real),
+    }

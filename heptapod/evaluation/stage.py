@@ -1,0 +1,50 @@
+"""Evaluation stages: tokenizer reconstruction (MSE, PSNR, codebook use, rFID) and samples (FID/IS/KID)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid, save_image
+
+from heptapod.config import Config
+from heptapod.data.images import load_images
+from heptapod.data.store import read_arrays
+from heptapod.evaluation.fidelity import fidelity_metrics
+from heptapod.tokenizers.stage import load_tokenizer, reconstruct
+from heptapod.utils.io import atomic_path, read_json
+
+
+def evaluate_tokenizer(cfg: Config, tokenizer_path: str | Path, test_images: str | Path,
+                       classifier_path: str | Path, recon_png: str | Path) -> dict:
+    model = load_tokenizer(tokenizer_path)
+    images, _, _ = load_images(test_images, limit=cfg.tokenizer.eval_images)
+    recon, codes = reconstruct(model, images)
+    err = (recon.astype(np.float64) - images.astype(np.float64)) / 255.0
+    mse = float(np.mean(err ** 2))
+    counts = np.bincount(codes.ravel(), minlength=model.spec.codebook_size)
+    p = counts / counts.sum()
+    perplexity = float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0]))))
+    rfid = fidelity_metrics(recon, images, cfg.evaluate, classifier_path)
+    pairs = np.stack([images[:32], recon[:32]], axis=1).reshape(-1, *images.shape[1:])
+    with atomic_path(recon_png) as tmp:
+        save_image(make_grid(torch.from_numpy(pairs).float() / 255, nrow=16, padding=1, pad_value=0.5), tmp)
+    return {
+        "mse": mse, "psnr": float(10 * np.log10(1.0 / mse)),
+        "codebook_used": int((counts > 0).sum()), "codebook_size": model.spec.codebook_size,
+        "codebook_perplexity": perplexity, "rfid": rfid["fid"], "extractor": rfid["extractor"],
+        "images": len(images), "grid_size": int(codes.shape[-1]),
+    }
+
+
+def evaluate_samples(cfg: Config, samples_path: str | Path, test_images: str | Path,
+                     classifier_path: str | Path, classifier_metrics: str | Path) -> dict:
+    arrays, attrs = read_arrays(samples_path, "samples", ("images", "labels"))
+    real, _, real_attrs = load_images(test_images)
+    metrics = fidelity_metrics(arrays["images"], real, cfg.evaluate, classifier_path)
+    if metrics["extractor"] == "dataset classifier":
+        metrics["classifier_test_accuracy"] = read_json(classifier_metrics)["test_accuracy"]
+    metrics["dataset"] = real_attrs["dataset"]
+    metrics["temperature"] = attrs["temperature"]
+    return metrics

@@ -1,0 +1,72 @@
+"""Every output path of the pipeline, built in one place (Snakemake imports this module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RESULTS = Path("results")
+
+
+def data(preset: str, split: str) -> Path:
+    return RESULTS / "data" / preset / f"{split}.h5"
+
+
+def classifier(preset: str) -> Path:
+    return RESULTS / "classifier" / preset / "classifier.pt"
+
+
+def classifier_metrics(preset: str) -> Path:
+    return RESULTS / "classifier" / preset / "metrics.json"
+
+
+def tokenizer(preset: str) -> Path:
+    return RESULTS / "tokenizer" / preset / "tokenizer.pt"
+
+
+def tokenizer_metrics(preset: str) -> Path:
+    return RESULTS / "tokenizer" / preset / "metrics.json"
+
+
+def tokenizer_recon(preset: str) -> Path:
+    return RESULTS / "tokenizer" / preset / "recon.png"
+
+
+def latents(preset: str, split: str) -> Path:
+    return RESULTS / "latents" / preset / f"{split}.h5"
+
+
+def train_dir(preset: str, variant: str) -> Path:
+    return RESULTS / "train" / preset / variant
+
+
+def model(preset: str, variant: str) -> Path:
+    return train_dir(preset, variant) / "model.pt"
+
+
+def train_log(preset: str, variant: str) -> Path:
+    return train_dir(preset, variant) / "log.jsonl"
+
+
+def samples(preset: str, variant: str) -> Path:
+    return RESULTS / "sample" / preset / variant / "samples.h5"
+
+
+def sample_grid(preset: str, variant: str) -> Path:
+    return RESULTS / "sample" / preset / variant / "grid.png"
+
+
+def eval_metrics(preset: str, variant: str) -> Path:
+    return RESULTS / "evaluate" / preset / variant / "metrics.json"
+
+
+def report_dir(preset: str) -> Path:
+    return RESULTS / "report" / preset
+
+
+def bench(preset: str) -> Path:
+    return RESULTS / "bench" / f"{preset}.json"
+
+
+def logs(stage: str, preset: str, variant: str | None = None) -> Path:
+    name = f"{preset}-{variant}" if variant else preset
+    return RESULTS / "logs" / stage / f"{name}.log"

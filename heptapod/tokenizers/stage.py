@@ -1,0 +1,108 @@
+"""Tokenizer stages: train the VQ tokenizer, report its reconstruction, extract latents to HDF5."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from heptapod.config import Config, fingerprint
+from heptapod.data.images import load_images, to_float, to_uint8
+from heptapod.data.store import H5Writer
+from heptapod.tokenizers.vq import VQSpec, VQTokenizer
+from heptapod.utils.io import load_checkpoint, save_checkpoint
+from heptapod.utils.training import Resumable, batches, check_finite, progress, step_generator
+
+
+def train_tokenizer(cfg: Config, train_images: str | Path, out: str | Path) -> dict:
+    """Train on the train split; resumable from ``<out>.state`` (removed when done)."""
+    tc = cfg.tokenizer
+    if tc.kind != "vq":
+        raise ValueError(f"tokenizer.kind: unknown tokenizer '{tc.kind}' (known: vq)")
+    images, _, _ = load_images(train_images)
+    torch.manual_seed(tc.seed)
+    model = VQTokenizer(VQSpec.from_config(tc, channels=images.shape[1]))
+    model.init_codebook(to_float(images[:1024]), step_generator(tc.seed, -1))
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    state = Resumable(Path(out).with_suffix(".state.pt"), "tokenizer-state",
+                      fingerprint(cfg, "data", "tokenizer"))
+    start = state.load({"model": model, "opt": opt})
+    bar = progress(tc.steps, start, "tokenizer")
+    stats: dict = {}
+    t0 = time.perf_counter()
+    for step in range(start, tc.steps):
+        gen = step_generator(tc.seed, step)
+        idx = torch.randint(0, len(images), (tc.batch_size,), generator=gen).numpy()
+        x = to_float(images[idx])
+        _, loss, stats = model(x, tc.commitment)
+        check_finite(loss, step, "tokenizer")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update()
+        bar.set_postfix(mse=f"{stats['rec_mse']:.4f}")
+        if (step + 1) % 200 == 0 and step + 1 < tc.steps:
+            state.save(step + 1, {"model": model, "opt": opt})
+    bar.close()
+    save_checkpoint(out, {"kind": "tokenizer", "spec": model.spec_dict(), "state_dict": model.state_dict()})
+    state.path.unlink(missing_ok=True)
+    return {"steps": tc.steps, "seconds": time.perf_counter() - t0, "last_batch": stats}
+
+
+def load_tokenizer(path: str | Path) -> VQTokenizer:
+    ckpt = load_checkpoint(path, "tokenizer")
+    model = VQTokenizer(VQSpec(**ckpt["spec"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def reconstruct(model: VQTokenizer, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images -> (uint8 reconstructions, codes)."""
+    recon, codes = [], []
+    for sl in batches(len(images), batch_size):
+        c = model.encode(to_float(images[sl]))
+        codes.append(c.numpy())
+        recon.append(to_uint8(model.decode(c)))
+    return np.concatenate(recon), np.concatenate(codes)
+
+
+@torch.no_grad()
+def extract_latents(cfg: Config, tokenizer_path: str | Path, images_path: str | Path,
+                    out: str | Path) -> dict:
+    """Encode every image and its horizontal flip into a latent store (rows shuffled)."""
+    model = load_tokenizer(tokenizer_path)
+    images, labels, attrs = load_images(images_path)
+    n, grid = len(images), images.shape[-1] // model.spec.downsample
+    perm = np.random.default_rng(cfg.latents.seed).permutation(n)
+    meta = {
+        "tokenizer": "vq", "tokenizer_checkpoint": str(tokenizer_path),
+        "tokenizer_sha256": file_sha256(tokenizer_path), "grid_size": grid,
+        "vocab_size": model.spec.codebook_size, "num_classes": attrs["num_classes"],
+        "latent_scale": model.latent_scale, "dataset": attrs["dataset"], "split": attrs["split"],
+        "row_shuffle_seed": cfg.latents.seed, "views": "image, horizontal flip",
+    }
+    t0 = time.perf_counter()
+    with H5Writer(out, "latents", meta, cfg.latents.chunk_rows) as w:
+        codes_ds = w.create("codes", (n, 2, grid, grid), np.int16)
+        w.create("labels", (n,), np.int64)[...] = labels[perm]
+        bar = progress(n, desc="latents")
+        for sl in batches(n, cfg.latents.batch_size):
+            x = to_float(images[perm[sl]])
+            codes = torch.stack([model.encode(x), model.encode(x.flip(-1))], dim=1)
+            codes_ds[sl] = codes.numpy().astype(np.int16)
+            bar.update(sl.stop - sl.start)
+        bar.close()
+    seconds = time.perf_counter() - t0
+    return {"images": n, "grid_size": grid, "seconds": seconds, "images_per_s": n / seconds}

@@ -1,0 +1,145 @@
+"""Pieces shared by every training loop: per-step RNG, resumable state, metrics log, progress.
+
+Exact resume rests on one rule: all randomness of step s comes from ``step_generator(seed, s)``
+and the data order of step s is a pure function of (seed, s). A checkpoint then needs only the
+step and the state dicts (model, optimizer, scheduler, EMA) to continue bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from tqdm import tqdm
+
+from heptapod.utils.io import CheckpointError, atomic_path, load_checkpoint, save_checkpoint
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def progress(total: int, initial: int = 0, desc: str = "") -> tqdm:
+    """A progress bar; when stderr is not a terminal (logs, CI) it prints every 30 s only."""
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True,
+                mininterval=0.5 if tty else 30.0, disable=os.environ.get("HEPTAPOD_NO_PROGRESS") == "1")
+
+
+def check_finite(loss: torch.Tensor, step: int, where: str) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{where}: non-finite loss ({loss.item()}) at step {step}; stopping")
+
+
+class Resumable:
+    """Periodic atomic checkpoints of a training loop's state, and their reload."""
+
+    def __init__(self, path: str | Path, kind: str, fingerprint: str):
+        self.path = Path(path)
+        self.kind = kind
+        self.fingerprint = fingerprint  # the params the state was trained with
+
+    def load(self, objects: dict[str, Any]) -> int:
+        """Restore ``objects`` (anything with load_state_dict) and return the next step."""
+        if not self.path.exists():
+            return 0
+        ckpt = load_checkpoint(self.path, self.kind)
+        if ckpt.get("fingerprint") != self.fingerprint:
+            raise CheckpointError(
+                f"checkpoint {self.path} was written with other parameters; delete it to start over"
+            )
+        for name, obj in objects.items():
+            obj.load_state_dict(ckpt["state"][name])
+        return int(ckpt["step"])
+
+    def save(self, step: int, objects: dict[str, Any]) -> None:
+        save_checkpoint(self.path, {
+            "kind": self.kind, "step": step, "fingerprint": self.fingerprint,
+            "state": {name: obj.state_dict() for name, obj in objects.items()},
+        })
+
+
+class MetricsLog:
+    """JSON-lines metrics log; on resume, lines past the resumed step are dropped."""
+
+    def __init__(self, path: str | Path, resume_step: int):
+        self.path = Path(path)
+        lines = []
+        if resume_step > 0 and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= resume_step:
+                        lines.append(line)
+                except (json.JSONDecodeError, KeyError):
+                    break  # a torn last line of a killed run
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in lines))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_log(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing metrics log: {path}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int, schedule: str) -> float:
+    """Linear warm-up, then constant or cosine decay to zero."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
+    if schedule == "cosine":
+        progress_ = (step - warmup) / max(1, total - warmup)
+        return 0.5 * peak * (1 + math.cos(math.pi * min(progress_, 1.0)))
+    raise ValueError(f"train.lr_schedule: unknown schedule '{schedule}' (known: cosine, constant)")
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point parameters and buffers."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v, 1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict:
+        return self.shadow
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shadow = {k: v.clone() for k, v in state.items()}
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, embeddings and other vector parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        is_embedding = name.endswith("emb.weight") or name in {"pos_emb", "head_pos", "mask_token"}
+        (decay if p.ndim >= 2 and not is_embedding else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def batches(n: int, size: int) -> Iterable[slice]:
+    for lo in range(0, n, size):
+        yield slice(lo, min(lo + size, n))

@@ -1,0 +1,28 @@
+rule prepare_data:
+    """Read a dataset split into an HDF5 image store."""
+    output:
+        "results/data/{preset}/{split}.h5",
+    params:
+        cfg=fp("data"),
+    log:
+        "results/logs/prepare/{preset}-{split}.log",
+    shell:
+        "heptapod prepare --preset {wildcards.preset} --split {wildcards.split} --out {output} 2>&1 | tee {log}"
+
+
+rule train_classifier:
+    """The dataset classifier whose features/logits give FID, KID and IS offline."""
+    input:
+        train="results/data/{preset}/train.h5",
+        test="results/data/{preset}/test.h5",
+    output:
+        model="results/classifier/{preset}/classifier.pt",
+        metrics="results/classifier/{preset}/metrics.json",
+    params:
+        cfg=fp("data", "classifier"),
+    threads: 1
+    log:
+        "results/logs/classifier/{preset}.log",
+    shell:
+        "heptapod train-classifier --preset {wildcards.preset} --threads {threads} --train {input.train}"
+        " --test {input.test} --out {output.model} --metrics {output.metrics} 2>&1 | tee {log}"

@@ -1,0 +1,34 @@
+rule evaluate:
+    """FID / IS / KID of a variant's samples against the held-out test images."""
+    input:
+        samples="results/sample/{preset}/{variant}/samples.h5",
+        real="results/data/{preset}/test.h5",
+        classifier="results/classifier/{preset}/classifier.pt",
+        classifier_metrics="results/classifier/{preset}/metrics.json",
+    output:
+        "results/evaluate/{preset}/{variant}/metrics.json",
+    params:
+        cfg=fp("evaluate"),
+    threads: workflow.cores
+    log:
+        "results/logs/evaluate/{preset}-{variant}.log",
+    shell:
+        "heptapod evaluate --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
+        " --samples {input.samples} --real {input.real} --classifier {input.classifier}"
+        " --classifier-metrics {input.classifier_metrics} --out {output} 2>&1 | tee {log}"
+
+
+rule bench:
+    """Throughput benchmark (not part of 'ablations'): results/bench/<preset>.json."""
+    input:
+        "results/latents/{preset}/train.h5",
+    output:
+        "results/bench/{preset}.json",
+    params:
+        cfg=fp("model", "train", "bench"),
+    threads: workflow.cores
+    log:
+        "results/logs/bench/{preset}.log",
+    shell:
+        "heptapod bench --preset {wildcards.preset} --threads {threads} --latents {input}"
+        " --out {output} 2>&1 | tee {log}"

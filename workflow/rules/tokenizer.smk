@@ -1,0 +1,48 @@
+rule train_tokenizer:
+    input:
+        "results/data/{preset}/train.h5",
+    output:
+        "results/tokenizer/{preset}/tokenizer.pt",
+    params:
+        cfg=fp("data", "tokenizer"),
+    threads: max(1, workflow.cores - 1)
+    log:
+        "results/logs/tokenizer/{preset}.log",
+    shell:
+        "heptapod train-tokenizer --preset {wildcards.preset} --threads {threads} --images {input}"
+        " --out {output} 2>&1 | tee {log}"
+
+
+rule evaluate_tokenizer:
+    input:
+        tokenizer="results/tokenizer/{preset}/tokenizer.pt",
+        images="results/data/{preset}/test.h5",
+        classifier="results/classifier/{preset}/classifier.pt",
+    output:
+        metrics="results/tokenizer/{preset}/metrics.json",
+        png="results/tokenizer/{preset}/recon.png",
+    params:
+        cfg=fp("tokenizer", "evaluate"),
+    threads: workflow.cores
+    log:
+        "results/logs/evaluate_tokenizer/{preset}.log",
+    shell:
+        "heptapod evaluate-tokenizer --preset {wildcards.preset} --threads {threads}"
+        " --tokenizer {input.tokenizer} --images {input.images} --classifier {input.classifier}"
+        " --out {output.metrics} --png {output.png} 2>&1 | tee {log}"
+
+
+rule extract_latents:
+    input:
+        tokenizer="results/tokenizer/{preset}/tokenizer.pt",
+        images="results/data/{preset}/{split}.h5",
+    output:
+        "results/latents/{preset}/{split}.h5",
+    params:
+        cfg=fp("latents"),
+    threads: workflow.cores
+    log:
+        "results/logs/latents/{preset}-{split}.log",
+    shell:
+        "heptapod extract-latents --preset {wildcards.preset} --threads {threads}"
+        " --tokenizer {input.tokenizer} --images {input.images} --out {output} 2>&1 | tee {log}"

@@ -1,0 +1,34 @@
+rule train:
+    """Train one generator variant; resumes from last.pt in its folder after a kill."""
+    input:
+        "results/latents/{preset}/train.h5",
+    output:
+        model="results/train/{preset}/{variant}/model.pt",
+        log="results/train/{preset}/{variant}/log.jsonl",
+    params:
+        cfg=fp("model", "train", variant=True),
+        out_dir=lambda w: paths.train_dir(w.preset, w.variant),
+    threads: workflow.cores
+    log:
+        "results/logs/train/{preset}-{variant}.log",
+    shell:
+        "heptapod train --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
+        " --latents {input} --out-dir {params.out_dir} 2>&1 | tee {log}"
+
+
+rule sample:
+    input:
+        model="results/train/{preset}/{variant}/model.pt",
+        tokenizer="results/tokenizer/{preset}/tokenizer.pt",
+    output:
+        samples="results/sample/{preset}/{variant}/samples.h5",
+        grid="results/sample/{preset}/{variant}/grid.png",
+    params:
+        cfg=fp("sample", variant=True),
+    threads: workflow.cores
+    log:
+        "results/logs/sample/{preset}-{variant}.log",
+    shell:
+        "heptapod sample --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
+        " --model {input.model} --tokenizer {input.tokenizer} --out {output.samples}"
+        " --grid {output.grid} 2>&1 | tee {log}"
