@@ -1,5 +1,7 @@
 # Heptapod pipeline. Main target on the embedded default:  snakemake --cores all ablations
 # Another preset:  snakemake --cores all ablations --config preset=smoke
+import sys
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -11,6 +13,8 @@ validate(config, "workflow/schemas/params.schema.yaml")
 from heptapod import paths
 from heptapod.config import fingerprint, resolve
 
+# The interpreter running Snakemake runs the stages too: no PATH or activation needed.
+HEPTAPOD = f"{sys.executable} -m heptapod"
 PRESET = config["preset"]
 CFG = resolve(config, PRESET)
 

@@ -122,12 +122,12 @@ class Heptapod(nn.Module):
         return torch.cat([slot0[:, None], grid], dim=1) + self.head_pos
 
     # ------------------------------------------------------------------ training
-    def loss(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
-             prefix: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Mean cross-entropy over the masked slots of every supervised prefix.
+    def head_outputs(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
+                     prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head outputs of every grid slot for every supervised prefix, and which are masked.
 
         tokens (B, N) in grid (raster) order; labels (B,); order (B, N); prefix (B, n) prefix
-        lengths in [0, N - 1].
+        lengths in [0, N - 1]. Returns out (B * n, N, D) and masked (B * n, N) bool.
         """
         b, n_pos = tokens.shape
         n = prefix.shape[1]
@@ -139,16 +139,20 @@ class Heptapod(nn.Module):
         # h[:, r + 1] consumed the token generated at step r; position of rank N - 1 is never
         # visible (prefix <= N - 1), so clamping its index only avoids an out-of-range gather.
         by_pos = h.gather(1, (rank + 1).clamp(max=n_pos - 1)[..., None].expand(-1, -1, d))
-        visible = rank[:, None, :] < prefix[:, :, None]  # (B, n, N)
+        visible = (rank[:, None, :] < prefix[:, :, None]).reshape(b * n, n_pos)
         slots = self.head_slots(
             by_pos[:, None].expand(b, n, n_pos, d).reshape(b * n, n_pos, d),
             h[:, 0].repeat_interleave(n, dim=0),
-            visible.reshape(b * n, n_pos),
+            visible,
         )
-        out = self.head(slots)[:, 1:]  # (B * n, N, D)
-        masked = ~visible.reshape(b * n, n_pos)
+        return self.head(slots)[:, 1:], ~visible
+
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
+             prefix: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Mean cross-entropy over the masked slots of every supervised prefix."""
+        out, masked = self.head_outputs(tokens, labels, order, prefix)
         logits = self.out(out[masked])  # (M, V): masked slots only
-        target = tokens.repeat_interleave(n, dim=0)[masked]
+        target = tokens.repeat_interleave(prefix.shape[1], dim=0)[masked]
         loss = F.cross_entropy(logits.float(), target)
         return loss, {"masked_slots": int(masked.sum())}
 

@@ -7,7 +7,7 @@ rule prepare_data:
     log:
         "results/logs/prepare/{preset}-{split}.log",
     shell:
-        "heptapod prepare --preset {wildcards.preset} --split {wildcards.split} --out {output} 2>&1 | tee {log}"
+        "{HEPTAPOD} prepare --preset {wildcards.preset} --split {wildcards.split} --out {output} 2>&1 | tee {log}"
 
 
 rule train_classifier:
@@ -24,5 +24,5 @@ rule train_classifier:
     log:
         "results/logs/classifier/{preset}.log",
     shell:
-        "heptapod train-classifier --preset {wildcards.preset} --threads {threads} --train {input.train}"
+        "{HEPTAPOD} train-classifier --preset {wildcards.preset} --threads {threads} --train {input.train}"
         " --test {input.test} --out {output.model} --metrics {output.metrics} 2>&1 | tee {log}"

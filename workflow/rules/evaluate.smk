@@ -13,7 +13,7 @@ rule evaluate:
     log:
         "results/logs/evaluate/{preset}-{variant}.log",
     shell:
-        "heptapod evaluate --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
+        "{HEPTAPOD} evaluate --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
         " --samples {input.samples} --real {input.real} --classifier {input.classifier}"
         " --classifier-metrics {input.classifier_metrics} --out {output} 2>&1 | tee {log}"
 
@@ -30,5 +30,5 @@ rule bench:
     log:
         "results/logs/bench/{preset}.log",
     shell:
-        "heptapod bench --preset {wildcards.preset} --threads {threads} --latents {input}"
+        "{HEPTAPOD} bench --preset {wildcards.preset} --threads {threads} --latents {input}"
         " --out {output} 2>&1 | tee {log}"

@@ -25,5 +25,5 @@ rule report:
     log:
         "results/logs/report/{preset}.log",
     shell:
-        "heptapod report --preset {wildcards.preset} --out-dir results/report/{wildcards.preset}"
+        "{HEPTAPOD} report --preset {wildcards.preset} --out-dir results/report/{wildcards.preset}"
         " 2>&1 | tee {log}"

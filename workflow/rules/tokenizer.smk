@@ -9,7 +9,7 @@ rule train_tokenizer:
     log:
         "results/logs/tokenizer/{preset}.log",
     shell:
-        "heptapod train-tokenizer --preset {wildcards.preset} --threads {threads} --images {input}"
+        "{HEPTAPOD} train-tokenizer --preset {wildcards.preset} --threads {threads} --images {input}"
         " --out {output} 2>&1 | tee {log}"
 
 
@@ -27,7 +27,7 @@ rule evaluate_tokenizer:
     log:
         "results/logs/evaluate_tokenizer/{preset}.log",
     shell:
-        "heptapod evaluate-tokenizer --preset {wildcards.preset} --threads {threads}"
+        "{HEPTAPOD} evaluate-tokenizer --preset {wildcards.preset} --threads {threads}"
         " --tokenizer {input.tokenizer} --images {input.images} --classifier {input.classifier}"
         " --out {output.metrics} --png {output.png} 2>&1 | tee {log}"
 
@@ -44,5 +44,5 @@ rule extract_latents:
     log:
         "results/logs/latents/{preset}-{split}.log",
     shell:
-        "heptapod extract-latents --preset {wildcards.preset} --threads {threads}"
+        "{HEPTAPOD} extract-latents --preset {wildcards.preset} --threads {threads}"
         " --tokenizer {input.tokenizer} --images {input.images} --out {output} 2>&1 | tee {log}"

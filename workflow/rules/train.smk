@@ -12,7 +12,7 @@ rule train:
     log:
         "results/logs/train/{preset}-{variant}.log",
     shell:
-        "heptapod train --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
+        "{HEPTAPOD} train --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
         " --latents {input} --out-dir {params.out_dir} 2>&1 | tee {log}"
 
 
@@ -29,6 +29,6 @@ rule sample:
     log:
         "results/logs/sample/{preset}-{variant}.log",
     shell:
-        "heptapod sample --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
+        "{HEPTAPOD} sample --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
         " --model {input.model} --tokenizer {input.tokenizer} --out {output.samples}"
         " --grid {output.grid} 2>&1 | tee {log}"

@@ -1,0 +1,39 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from heptapod.config import load_params, resolve
+from heptapod.data.store import write_arrays
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HEPTAPOD_NO_PROGRESS", "1")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def params():
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture
+def smoke_cfg(params):
+    return resolve(params, "smoke", "2d-random")
+
+
+def make_latent_store(path: Path, n: int = 96, grid: int = 3, vocab: int = 16, classes: int = 4,
+                      chunk_rows: int = 32, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    write_arrays(path, "latents", {
+        "codes": rng.integers(0, vocab, size=(n, 2, grid, grid)).astype(np.int16),
+        "labels": rng.integers(0, classes, size=n).astype(np.int64),
+    }, {"grid_size": grid, "vocab_size": vocab, "num_classes": classes,
+        "tokenizer_sha256": "0" * 64, "tokenizer": "vq"}, chunk_rows=chunk_rows)
+    return path
+
+
+@pytest.fixture
+def latent_store(tmp_path):
+    return make_latent_store(tmp_path / "latents.h5")

@@ -1,0 +1,71 @@
+import copy
+
+import pytest
+import yaml
+
+from heptapod.cli import main
+from heptapod.config import ConfigError, resolve, validate_params
+
+from conftest import ROOT
+
+
+def test_every_preset_and_variant_resolves(params):
+    for preset in ["default", *params["presets"]]:
+        for variant in params["variants"]:
+            cfg = resolve(params, preset, variant)
+            assert cfg.model.head == "global"
+
+
+def test_unknown_key_is_named(params):
+    bad = copy.deepcopy(params)
+    bad["presets"]["smoke"]["train"]["lrr"] = 0.1
+    with pytest.raises(ConfigError, match=r"presets\.smoke\.train\.lrr"):
+        validate_params(bad)
+
+
+def test_unknown_section_is_named(params):
+    bad = copy.deepcopy(params)
+    bad["defaults"]["trian"] = {}
+    with pytest.raises(ConfigError, match=r"defaults\.trian"):
+        validate_params(bad)
+
+
+def test_mistyped_value_is_named(params):
+    bad = copy.deepcopy(params)
+    bad["defaults"]["train"]["steps"] = "many"
+    with pytest.raises(ConfigError, match=r"defaults\.train\.steps"):
+        validate_params(bad)
+
+
+def test_missing_key_in_defaults_is_named(params):
+    bad = copy.deepcopy(params)
+    del bad["defaults"]["model"]["width"]
+    with pytest.raises(ConfigError, match="width"):
+        validate_params(bad)
+
+
+def test_unknown_preset_and_variant(params):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        resolve(params, "nope")
+    with pytest.raises(ConfigError, match="unknown variant 'nope'"):
+        resolve(params, "smoke", "nope")
+
+
+def test_variant_overrides_preset(params):
+    assert resolve(params, "smoke", "2d-raster").model.order == "raster"
+    assert resolve(params, "smoke", "2d-raster").model.width == params["presets"]["smoke"]["model"]["width"]
+
+
+def test_cli_reports_bad_key_in_one_line(tmp_path, params, capsys):
+    bad = copy.deepcopy(params)
+    bad["defaults"]["sample"]["temprature"] = 1.0
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["params", "--params", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "defaults.sample.temprature" in err[0]
+
+
+def test_schema_file_is_generated_from_config():
+    assert main(["schema", "--check", "--path", str(ROOT / "workflow/schemas/params.schema.yaml"),
+                 "--params", str(ROOT / "params.yaml")]) == 0

@@ -1,0 +1,66 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from heptapod.config import DataConfig
+from heptapod.data.images import DataNotFoundError, load_images, prepare, read_idx
+
+
+def write_idx(path, arr):
+    header = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def cfg(**kw):
+    base = dict(dataset="fashion_mnist", root=None, image_size=32, channels=1, download=False,
+                max_images=None)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def fake_fashion_mnist(root, n=12):
+    rng = np.random.default_rng(0)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+def test_idx_round_trip(tmp_path):
+    arr = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.gz", arr)
+    assert np.array_equal(read_idx(tmp_path / "a.gz"), arr)
+
+
+def test_prepare_pads_and_keeps_labels(tmp_path):
+    fake_fashion_mnist(tmp_path)
+    out = tmp_path / "train.h5"
+    info = prepare(cfg(root=str(tmp_path), max_images=10), "train", out)
+    images, labels, attrs = load_images(out)
+    assert images.shape == (10, 1, 32, 32) and images.dtype == np.uint8
+    assert np.array_equal(labels, np.arange(10) % 10)
+    assert images[:, :, :2].max() == 0 and images[:, :, :, -2:].max() == 0  # zero padding
+    raw = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    assert np.array_equal(images[:, 0, 2:30, 2:30], raw[:10])
+    assert info["num_classes"] == 10 and attrs["dataset"] == "fashion_mnist"
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("heptapod.data.images.SEARCH_DIRS", [])
+    with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        prepare(cfg(root=str(tmp_path)), "train", tmp_path / "x.h5")
+
+
+def test_image_folder(tmp_path):
+    for c, name in enumerate(["cats", "dogs"]):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((40, 50, 3), 60 * c + i, np.uint8)).save(tmp_path / "train" / name / f"{i}.png")
+    out = tmp_path / "train.h5"
+    prepare(cfg(dataset="image_folder", root=str(tmp_path), image_size=16, channels=3), "train", out)
+    images, labels, attrs = load_images(out)
+    assert images.shape == (6, 3, 16, 16)
+    assert list(labels) == [0, 0, 0, 1, 1, 1] and list(attrs["class_names"]) == ["cats", "dogs"]

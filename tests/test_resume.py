@@ -1,0 +1,97 @@
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from heptapod.train import load_generator, train
+from heptapod.utils.io import CheckpointError, load_checkpoint
+from heptapod.utils.training import check_finite
+
+
+def cfg_for(smoke_cfg, steps=6):
+    return dataclasses.replace(
+        smoke_cfg,
+        model=dataclasses.replace(smoke_cfg.model, width=16, num_heads=2),
+        train=dataclasses.replace(smoke_cfg.train, steps=steps, batch_size=8, ckpt_every=2,
+                                  log_every=1, supervision_density=2),
+    )
+
+
+def test_kill_and_resume_equals_straight_run(tmp_path, smoke_cfg, latent_store):
+    cfg = cfg_for(smoke_cfg)
+    train(cfg, latent_store, tmp_path / "straight")
+    # stopped after step 3 (stopping writes a checkpoint), then resumed to the end
+    train(cfg, latent_store, tmp_path / "resumed", max_steps=3)
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    train(cfg, latent_store, tmp_path / "resumed")
+    a = load_checkpoint(tmp_path / "straight" / "model.pt", "generator")
+    b = load_checkpoint(tmp_path / "resumed" / "model.pt", "generator")
+    for key in ("state_dict", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    log_a = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_b] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+
+
+def test_resume_from_an_older_checkpoint_after_a_late_kill(tmp_path, smoke_cfg, latent_store):
+    """A kill between checkpoints loses only the steps after the last checkpoint."""
+    cfg = cfg_for(smoke_cfg)
+    train(cfg, latent_store, tmp_path / "straight")
+    run = tmp_path / "run"
+    train(cfg, latent_store, run, max_steps=4)  # checkpoint at 4
+    state = load_checkpoint(run / "last.pt", "train-state")
+    assert state["step"] == 4
+    with (run / "log.jsonl").open("a") as f:  # steps 5 logged, then killed before its checkpoint
+        f.write(json.dumps({"step": 5, "loss": 123.0}) + "\n" + '{"step": 6, "lo')
+    train(cfg, latent_store, run)
+    a = load_checkpoint(tmp_path / "straight" / "model.pt", "generator")["state_dict"]
+    b = load_checkpoint(run / "model.pt", "generator")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_changed_params_refuse_stale_state(tmp_path, smoke_cfg, latent_store):
+    cfg = cfg_for(smoke_cfg)
+    train(cfg, latent_store, tmp_path / "run", max_steps=2)
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=0.5))
+    with pytest.raises(CheckpointError, match="other parameters"):
+        train(other, latent_store, tmp_path / "run")
+
+
+def test_corrupt_checkpoint_names_file(tmp_path, smoke_cfg, latent_store):
+    cfg = cfg_for(smoke_cfg, steps=2)
+    train(cfg, latent_store, tmp_path / "run")
+    path = tmp_path / "run" / "model.pt"
+    load_generator(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"run/model\.pt is corrupt"):
+        load_generator(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_generator(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="holds 'train-state', expected 'generator'"):
+        load_generator(tmp_path / "run" / "last.pt")
+
+
+def test_non_finite_loss_stops_naming_the_step():
+    check_finite(torch.tensor(1.0), 3, "train")
+    with pytest.raises(FloatingPointError, match="step 7"):
+        check_finite(torch.tensor(float("nan")), 7, "train")
+
+
+def test_nan_during_training_stops_the_run(tmp_path, smoke_cfg, latent_store, monkeypatch):
+    cfg = cfg_for(smoke_cfg)
+    from heptapod.models.heptapod import Heptapod
+
+    real_loss = Heptapod.loss
+
+    def poisoned(self, *args):
+        loss, info = real_loss(self, *args)
+        return loss * float("inf"), info
+
+    monkeypatch.setattr(Heptapod, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match="at step 0"):
+        train(cfg, latent_store, tmp_path / "run")
