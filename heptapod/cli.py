@@ -98,6 +98,20 @@ def cmd_report(args, cfg) -> dict:
     return write_report(args.params, args.preset, cfg, args.out_dir)
 
 
+def cmd_publish(args, cfg) -> dict:
+    """Copy a finished report to the folder DVC owns (DVC never claims Snakemake's outputs)."""
+    from heptapod.utils.io import atomic_path
+
+    src, dst = Path(args.src), Path(args.out_dir)
+    files = sorted(p for p in src.iterdir() if p.is_file())
+    if not (src / "metrics.json").is_file():
+        raise FileNotFoundError(f"no finished report in {src} (missing metrics.json)")
+    for file in files:
+        with atomic_path(dst / file.name) as tmp:
+            tmp.write_bytes(file.read_bytes())
+    return {"published": [f.name for f in files], "to": str(dst)}
+
+
 def cmd_bench(args, cfg) -> dict:
     from heptapod.bench import run_bench
 
@@ -166,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     for a in ("--samples", "--real", "--classifier", "--classifier-metrics", "--out"):
         p.add_argument(a, required=True)
     p = add("report", cmd_report, "tables, plots and README of a preset's results")
+    p.add_argument("--out-dir", required=True)
+    p = add("publish", cmd_publish, "copy a finished report into the DVC-owned folder")
+    p.add_argument("--src", required=True)
     p.add_argument("--out-dir", required=True)
     p = add("bench", cmd_bench, "training/sampling/loader throughput, written as JSON")
     p.add_argument("--latents", required=True)
