@@ -1,0 +1,50 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from heptapod.evaluation.fidelity import fidelity_metrics, train_classifier
+from heptapod.config import ClassifierConfig, EvaluateConfig
+
+
+def toy_images(n, seed, noise):
+    """Two classes of 16x16 gray images: a bright square left or right, plus noise."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 1, 16, 16), np.float32)
+    labels = np.arange(n) % 2
+    for i, y in enumerate(labels):
+        x[i, 0, 4:12, (2 if y == 0 else 8):(6 if y == 0 else 14)] = 200
+    x += rng.normal(0, noise, x.shape)
+    return np.clip(x, 0, 255).astype(np.uint8), labels
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clf") / "classifier.pt"
+    cfg = ClassifierConfig(steps=30, batch_size=32, lr=3e-3, width=4, seed=0)
+    torch.set_num_threads(1)
+    out = train_classifier(cfg, toy_images(256, 0, 20), toy_images(128, 1, 20), 2, path)
+    assert out["test_accuracy"] > 0.9
+    return path
+
+
+EVAL = EvaluateConfig(inception_weights=None, kid_subset_size=50, batch_size=64)
+
+
+def test_fid_separates_real_from_noise(classifier):
+    real, _ = toy_images(200, 2, 20)
+    same, _ = toy_images(200, 3, 20)
+    noise = np.random.default_rng(4).integers(0, 256, real.shape).astype(np.uint8)
+    close = fidelity_metrics(same, real, EVAL, classifier)
+    far = fidelity_metrics(noise, real, EVAL, classifier)
+    assert close["extractor"] == "dataset classifier"
+    assert close["fid"] < far["fid"] and close["kid"] < far["kid"]
+    assert close["is"] > far["is"]  # confident, balanced predictions on real-like images
+
+
+def test_missing_inception_weights_are_named(classifier, tmp_path):
+    cfg = dataclasses.replace(EVAL, inception_weights=str(tmp_path / "pt_inception.pth"))
+    real, _ = toy_images(10, 2, 20)
+    with pytest.raises(FileNotFoundError, match="pt_inception.pth"):
+        fidelity_metrics(real, real, cfg, classifier)
