@@ -11,7 +11,7 @@ configfile: "params.yaml"
 validate(config, "workflow/schemas/params.schema.yaml")
 
 from heptapod import paths
-from heptapod.config import fingerprint, resolve
+from heptapod.config import fingerprint, resolve, tokenizer_kind
 
 # The interpreter running Snakemake runs the stages too: no PATH or activation needed.
 HEPTAPOD = f"{sys.executable} -m heptapod"
@@ -22,6 +22,11 @@ CFG = resolve(config, PRESET)
 def fp(*sections, variant=None):
     """Params of the given sections, for Snakemake's params-change rerun trigger."""
     return lambda w: fingerprint(resolve(config, w.preset, w.variant if variant else None), *sections)
+
+
+def kind_of(w):
+    """Tokenizer kind ('vq' or 'kl') a run's generator reads."""
+    return tokenizer_kind(resolve(config, w.preset, w.variant))
 
 
 include: "workflow/rules/data.smk"

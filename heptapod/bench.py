@@ -26,8 +26,8 @@ from heptapod.utils.training import step_generator
 def backbone_only_loss(model: Heptapod, tokens, labels, order, prefix) -> torch.Tensor:
     """The backbone with a per-step linear next-token output: the cost floor of any head."""
     seq = tokens.gather(1, order)
-    h = model.backbone(model.backbone_inputs(seq[:, :-1], order[:, :-1], labels))
-    return F.cross_entropy(model.out(h).flatten(0, 1), seq.flatten())
+    h = model.backbone(model.backbone_inputs(seq[:, :-1], order, labels))
+    return F.cross_entropy(model.out.logits(h).flatten(0, 1), seq.flatten())
 
 
 def _time_train(model: Heptapod, loss_fn, batches_, steps: int) -> float:
@@ -49,7 +49,7 @@ def run_bench(cfg: Config, latents_path: str) -> dict:
     model = build_model(cfg, store)
     steps, bsz = cfg.bench.steps, cfg.train.batch_size
     batches_ = [training_batch(store, cfg, model, s) for s in range(steps + 2)]
-    n1 = [(t, y, o, p[:, :1]) for t, y, o, p in batches_]
+    n1 = [(t, y, o, p[:, :1]) for t, y, o, p, _ in batches_]
     t_backbone = _time_train(model, lambda *b: backbone_only_loss(model, *b), n1, steps)
     t_full = _time_train(model, lambda *b: model.loss(*b)[0], n1, steps)
     tokens_per_step = bsz * store.grid_size ** 2

@@ -55,7 +55,7 @@ def cmd_train_classifier(args, cfg) -> dict:
 def cmd_train_tokenizer(args, cfg) -> dict:
     from heptapod.tokenizers.stage import train_tokenizer
 
-    return train_tokenizer(cfg, args.images, args.out)
+    return train_tokenizer(cfg, args.kind, args.images, args.out)
 
 
 def cmd_evaluate_tokenizer(args, cfg) -> dict:
@@ -90,6 +90,14 @@ def cmd_evaluate(args, cfg) -> dict:
     out = evaluate_samples(cfg, args.samples, args.real, args.classifier, args.classifier_metrics)
     write_json(args.out, {**out, **_provenance(args, cfg)})
     return out
+
+
+def cmd_progress(args, cfg) -> dict:
+    from heptapod.evaluation.stage import evaluate_progress
+
+    rows = evaluate_progress(cfg, args.train_dir, args.tokenizer, args.real, args.classifier)
+    write_json(args.out, {"progress": rows, **_provenance(args, cfg)})
+    return {"checkpoints": len(rows), "fid": [round(r["fid"], 3) for r in rows]}
 
 
 def cmd_report(args, cfg) -> dict:
@@ -160,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", required=True)
-    p = add("train-tokenizer", cmd_train_tokenizer, "train the VQ tokenizer")
+    p = add("train-tokenizer", cmd_train_tokenizer, "train a tokenizer (VQ or KL VAE)")
+    p.add_argument("--kind", required=True, choices=["vq", "kl"])
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True)
     p = add("evaluate-tokenizer", cmd_evaluate_tokenizer, "reconstruction MSE/PSNR, codebook use, rFID")
@@ -178,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(a, required=True)
     p = add("evaluate", cmd_evaluate, "FID / IS / KID of samples with torch-fidelity", variant=True)
     for a in ("--samples", "--real", "--classifier", "--classifier-metrics", "--out"):
+        p.add_argument(a, required=True)
+    p = add("progress", cmd_progress, "FID / IS / KID of a run's snapshots (metrics vs training)",
+            variant=True)
+    for a in ("--train-dir", "--tokenizer", "--real", "--classifier", "--out"):
         p.add_argument(a, required=True)
     p = add("report", cmd_report, "tables, plots and README of a preset's results")
     p.add_argument("--out-dir", required=True)

@@ -48,12 +48,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    kind: str = _doc("Tokenizer family: 'vq' (discrete codes).")
-    codebook_size: int = _doc("Number of VQ codes (the generator's vocabulary).")
-    code_dim: int = _doc("Dimension of the L2-normalised codebook vectors.")
+    codebook_size: int = _doc("VQ: number of codes (the generator's vocabulary).")
+    code_dim: int = _doc("VQ: dimension of the L2-normalised codes; KL: latent channels.")
     downsample: int = _doc("Spatial downsampling factor (power of 2); grid = image_size / downsample.")
     width: int = _doc("Channels of the first conv stage (doubled at each downsampling).")
-    commitment: float = _doc("Weight beta of the commitment loss.")
+    commitment: float = _doc("VQ: weight beta of the commitment loss.")
+    kl_weight: float = _doc("KL: weight of the KL term.")
     steps: int = _doc("Training steps.")
     batch_size: int = _doc("Images per training step.")
     lr: float = _doc("Adam learning rate.")
@@ -84,8 +84,12 @@ class ModelConfig:
     head_depth: int = _doc("Prediction-head layers.")
     num_heads: int = _doc("Attention heads.")
     mlp_ratio: float = _doc("MLP hidden size / width.")
-    head: str = _doc("Prediction head: 'global' (bidirectional over all N + 1 slots).")
+    head: str = _doc("Prediction head: 'global' (window N), 'local' (window w) or '1d' (next token).")
+    window: int = _doc("Local head: positions per chunk w, a square tile of sqrt(w) x sqrt(w).")
     order: str = _doc("Generation order: 'random' (a permutation per sample) or 'raster'.")
+    tokens: str = _doc("'discrete' (VQ codes, cross-entropy) or 'continuous' (KL latents, DiffLoss).")
+    diffloss_width: int = _doc("Continuous tokens: width of the DiffLoss MLP.")
+    diffloss_depth: int = _doc("Continuous tokens: residual blocks of the DiffLoss MLP.")
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class TrainConfig:
     supervision_density: int = _doc("n: prefix lengths per sequence at which the head is supervised.")
     flip_prob: float = _doc("Probability of using the horizontally flipped view's tokens.")
     ckpt_every: int = _doc("Steps between resumable checkpoints.")
+    snapshots: int = _doc("Evenly spaced EMA snapshots kept for FID-vs-progress curves (0: none).")
     log_every: int = _doc("Steps between metrics-log lines.")
     seed: int = _doc("Seed for initialisation, data order and all per-step randomness.")
 
@@ -112,6 +117,7 @@ class SampleConfig:
     temperature: float = _doc("Softmax temperature of the token sampler.")
     use_ema: bool = _doc("Sample from the EMA weights.")
     grid_rows: int = _doc("Rows (classes) of the PNG sample grid.")
+    progress_samples: int = _doc("Images per snapshot for the FID-vs-progress curves.")
     seed: int = _doc("Seed of labels, orders and tokens.")
 
 
@@ -132,8 +138,27 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class WorkflowConfig:
-    variants: list[str] = _doc("Variants (keys of 'variants') trained by the 'ablations' target.")
-    threads: int = _doc("Torch CPU threads per job; 0 lets torch decide.")
+    table1: list[str] = _doc("Sampler/order variants (paper Table 1), each trained with every seed.")
+    window_sweep: list[str] = _doc("Window x density variants at constant w*n (paper Fig. 7).")
+    density_sweep: list[str] = _doc("Supervision-density variants at w = N (paper Fig. 8).")
+    depth_split: list[str] = _doc("Backbone/head depth splits at fixed total depth (paper Table 4).")
+    token_types: list[str] = _doc("Discrete vs continuous tokens at one model size (paper Fig. 6).")
+    seeds: int = _doc("Seeds 0..seeds-1 for the Table 1 variants ('name@seed' runs).")
+    threads: int = _doc("Threads per train/sample/evaluate job (Snakemake runs cores/threads at once).")
+
+    def runs(self) -> list[str]:
+        """Every run the 'ablations' target trains, shared runs listed once."""
+        names = [f"{v}@{s}" if s else v for v in self.table1 for s in range(self.seeds)]
+        names += self.window_sweep + self.density_sweep + self.depth_split + self.token_types
+        return list(dict.fromkeys(names))
+
+    def families(self) -> dict[str, list[str]]:
+        return {"table1": self.table1, "window": self.window_sweep,
+                "density": self.density_sweep, "depth": self.depth_split, "tokens": self.token_types}
+
+    def progress_runs(self) -> list[str]:
+        """Runs whose snapshots are evaluated for the metric-vs-training curves."""
+        return list(dict.fromkeys(self.window_sweep + self.density_sweep + self.token_types))
 
 
 @dataclass(frozen=True)
@@ -280,15 +305,28 @@ def resolve(params: dict, preset: str | None = None, variant: str | None = None)
         raise ConfigError(f"unknown preset '{preset}' (known: {', '.join(preset_names(params))})")
     raw = _deep_merge(params["defaults"], params["presets"].get(preset, {}))
     if variant is not None:
-        if variant not in params["variants"]:
-            raise ConfigError(
-                f"unknown variant '{variant}' (known: {', '.join(sorted(params['variants']))})"
-            )
-        raw = _deep_merge(raw, params["variants"][variant])
-    for name in raw["workflow"]["variants"]:
+        name, seed = split_run(variant)
         if name not in params["variants"]:
-            raise ConfigError(f"preset '{preset}': workflow.variants names unknown variant '{name}'")
-    return _build(raw)
+            raise ConfigError(
+                f"unknown variant '{name}' (known: {', '.join(sorted(params['variants']))})"
+            )
+        raw = _deep_merge(raw, params["variants"][name])
+        if seed:  # 'name@seed': another seed of the same variant
+            raw["train"]["seed"] += seed
+            raw["sample"]["seed"] += seed
+    cfg = _build(raw)
+    for run in cfg.workflow.runs():
+        if split_run(run)[0] not in params["variants"]:
+            raise ConfigError(f"preset '{preset}': workflow names unknown variant '{run}'")
+    return cfg
+
+
+def split_run(run: str) -> tuple[str, int]:
+    """'2d-random@1' -> ('2d-random', 1); '2d-random' -> ('2d-random', 0)."""
+    name, _, seed = run.partition("@")
+    if seed and not seed.isdigit():
+        raise ConfigError(f"run '{run}': the part after '@' must be a seed number")
+    return name, int(seed or 0)
 
 
 def preset_names(params: dict) -> list[str]:
@@ -299,6 +337,14 @@ def load_config(
     path: str | Path = "params.yaml", preset: str | None = None, variant: str | None = None
 ) -> Config:
     return resolve(load_params(path), preset, variant)
+
+
+def tokenizer_kind(cfg: Config) -> str:
+    """The tokenizer a generator reads: VQ for discrete tokens, KL VAE for continuous ones."""
+    kinds = {"discrete": "vq", "continuous": "kl"}
+    if cfg.model.tokens not in kinds:
+        raise ConfigError(f"model.tokens: unknown token type '{cfg.model.tokens}' (known: discrete, continuous)")
+    return kinds[cfg.model.tokens]
 
 
 def section_dict(cfg: Config, *names: str) -> dict:

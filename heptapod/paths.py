@@ -19,20 +19,20 @@ def classifier_metrics(preset: str) -> Path:
     return RESULTS / "classifier" / preset / "metrics.json"
 
 
-def tokenizer(preset: str) -> Path:
-    return RESULTS / "tokenizer" / preset / "tokenizer.pt"
+def tokenizer(preset: str, kind: str) -> Path:
+    return RESULTS / "tokenizer" / preset / kind / "tokenizer.pt"
 
 
-def tokenizer_metrics(preset: str) -> Path:
-    return RESULTS / "tokenizer" / preset / "metrics.json"
+def tokenizer_metrics(preset: str, kind: str) -> Path:
+    return RESULTS / "tokenizer" / preset / kind / "metrics.json"
 
 
-def tokenizer_recon(preset: str) -> Path:
-    return RESULTS / "tokenizer" / preset / "recon.png"
+def tokenizer_recon(preset: str, kind: str) -> Path:
+    return RESULTS / "tokenizer" / preset / kind / "recon.png"
 
 
-def latents(preset: str, split: str) -> Path:
-    return RESULTS / "latents" / preset / f"{split}.h5"
+def latents(preset: str, kind: str, split: str) -> Path:
+    return RESULTS / "latents" / preset / kind / f"{split}.h5"
 
 
 def train_dir(preset: str, variant: str) -> Path:
@@ -57,6 +57,10 @@ def sample_grid(preset: str, variant: str) -> Path:
 
 def eval_metrics(preset: str, variant: str) -> Path:
     return RESULTS / "evaluate" / preset / variant / "metrics.json"
+
+
+def progress(preset: str, variant: str) -> Path:
+    return RESULTS / "evaluate" / preset / variant / "progress.json"
 
 
 def report_dir(preset: str) -> Path:

@@ -13,7 +13,6 @@ from heptapod.config import SampleConfig
 from heptapod.data.images import to_uint8
 from heptapod.data.store import write_arrays
 from heptapod.models.heptapod import Heptapod
-from heptapod.tokenizers.vq import VQTokenizer
 from heptapod.train import load_generator
 from heptapod.tokenizers.stage import load_tokenizer
 from heptapod.utils.io import atomic_path
@@ -26,14 +25,21 @@ def balanced_labels(num_samples: int, num_classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model: Heptapod, tokenizer: VQTokenizer, labels: torch.Tensor, cfg: SampleConfig) -> np.ndarray:
+def tokens_to_latents(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, N) ids -> (B, G, G); (B, N, C) continuous tokens -> (B, C, G, G), as decoders take them."""
+    if tokens.dim() == 2:
+        return tokens.view(-1, grid, grid)
+    return tokens.transpose(1, 2).reshape(len(tokens), -1, grid, grid)
+
+
+def generate(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Tensor, cfg: SampleConfig) -> np.ndarray:
     """uint8 images (N, C, H, W) for ``labels``; batch b draws from step_generator(seed, b)."""
     g = model.spec.grid_size
     out = []
     bar = progress(len(labels), desc="sample")
     for b, sl in enumerate(batches(len(labels), cfg.batch_size)):
         tokens = model.sample(labels[sl], cfg.temperature, step_generator(cfg.seed, b))
-        out.append(to_uint8(tokenizer.decode(tokens.view(-1, g, g))))
+        out.append(to_uint8(tokenizer.decode(tokens_to_latents(tokens, g))))
         bar.update(sl.stop - sl.start)
     bar.close()
     return np.concatenate(out)

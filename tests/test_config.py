@@ -13,7 +13,22 @@ def test_every_preset_and_variant_resolves(params):
     for preset in ["default", *params["presets"]]:
         for variant in params["variants"]:
             cfg = resolve(params, preset, variant)
-            assert cfg.model.head == "global"
+            assert cfg.model.head in ("global", "local", "1d")
+        assert resolve(params, preset).workflow.runs()
+
+
+def test_seeded_runs_shift_the_seeds(params):
+    base, other = resolve(params, "smoke", "1d-raster"), resolve(params, "smoke", "1d-raster@1")
+    assert other.train.seed == base.train.seed + 1 and other.sample.seed == base.sample.seed + 1
+    assert other.model == base.model
+    with pytest.raises(ConfigError, match="seed number"):
+        resolve(params, "smoke", "1d-raster@x")
+
+
+def test_shared_runs_are_listed_once(params):
+    runs = resolve(params, "default").workflow.runs()
+    assert len(runs) == len(set(runs)) and runs.count("2d-random") == 1
+    assert {"2d-random@1", "1d-raster@1", "w4-n32", "n8", "depth-7-1"} <= set(runs)
 
 
 def test_unknown_key_is_named(params):

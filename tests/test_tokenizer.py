@@ -1,11 +1,24 @@
 import torch
 
-from heptapod.tokenizers.vq import VQSpec, VQTokenizer
+from heptapod.tokenizers.vq import KLTokenizer, TokenizerSpec, VQTokenizer
 
 
-def test_encode_decode_shapes_and_codebook_use():
+def spec(kind, **kw):
+    base = dict(kind=kind, channels=1, codebook_size=32, code_dim=4, downsample=4, width=8)
+    base.update(kw)
+    return TokenizerSpec(**base)
+
+
+def toy_images():
+    x = -torch.ones(8, 1, 8, 8)
+    x[:, :, 2:6, 2:6] = 1.0
+    x[4:, :, :, :4] *= -1
+    return x
+
+
+def test_vq_encode_decode_shapes_and_codebook_use():
     torch.manual_seed(0)
-    tok = VQTokenizer(VQSpec(channels=1, codebook_size=32, code_dim=4, downsample=4, width=8))
+    tok = VQTokenizer(spec("vq"))
     x = torch.rand(16, 1, 32, 32) * 2 - 1
     tok.init_codebook(x, torch.Generator().manual_seed(0))
     codes = tok.encode(x)
@@ -16,19 +29,35 @@ def test_encode_decode_shapes_and_codebook_use():
     assert codes.unique().numel() >= 16
 
 
-def test_training_reduces_reconstruction_error():
+def test_kl_moments_shapes_and_scale():
     torch.manual_seed(0)
-    tok = VQTokenizer(VQSpec(channels=1, codebook_size=32, code_dim=4, downsample=2, width=8))
-    x = torch.zeros(8, 1, 8, 8)
-    x[:, :, 2:6, 2:6] = 1.0
-    x[4:, :, :, :4] *= -1
-    tok.init_codebook(x, torch.Generator().manual_seed(0))
+    tok = KLTokenizer(spec("kl"))
+    x = torch.rand(16, 1, 32, 32) * 2 - 1
+    assert tok.moments(x).shape == (16, 8, 8, 8)  # mean and log-variance of 4 channels
+    tok.calibrate(x)
+    z = tok.encode(x)
+    assert z.shape == (16, 4, 8, 8) and abs(float(z.std()) - 1.0) < 1e-3
+    assert tok.decode(z).shape == (16, 1, 32, 32)
+
+
+def _train(tok, weight):
+    x = toy_images()
     opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
     first = None
     for _ in range(40):
-        _, loss, stats = tok(x, 0.25)
+        _, loss, stats = tok(x, weight)
         first = first if first is not None else stats["rec_mse"]
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert stats["rec_mse"] < 0.5 * first
+    return first, stats["rec_mse"]
+
+
+def test_training_reduces_reconstruction_error():
+    torch.manual_seed(0)
+    vq = VQTokenizer(spec("vq", downsample=2))
+    vq.init_codebook(toy_images(), torch.Generator().manual_seed(0))
+    first, last = _train(vq, 0.25)
+    assert last < 0.5 * first
+    first, last = _train(KLTokenizer(spec("kl", downsample=2)), 1e-6)
+    assert last < 0.5 * first

@@ -120,8 +120,12 @@ class LatentStore:
 
     def __init__(self, path: str | Path, cache_blocks: int = 4):
         self.path = Path(path)
-        self.file = open_store(self.path, "latents", ("codes", "labels"))
-        self.codes = self.file["codes"]
+        self.file = open_store(self.path, "latents", ("labels",))
+        name = "codes" if "codes" in self.file else "moments"
+        if name not in self.file:
+            self.file.close()
+            raise StoreError(f"HDF5 store {self.path} lacks dataset(s): codes or moments")
+        self.codes = self.file[name]  # (N, 2, G, G) codes or (N, 2, 2C, G, G) moments
         self.labels = self.file["labels"]
         self.attrs = {k: _attr_value(v) for k, v in self.file.attrs.items()}
         self.block_rows = self.codes.chunks[0]
@@ -138,6 +142,14 @@ class LatentStore:
     @property
     def vocab_size(self) -> int:
         return int(self.attrs["vocab_size"])
+
+    @property
+    def token_dim(self) -> int:
+        return int(self.attrs.get("token_dim", 1))
+
+    @property
+    def continuous(self) -> bool:
+        return self.attrs.get("tokenizer") == "kl"
 
     @property
     def num_classes(self) -> int:
@@ -173,14 +185,15 @@ class LatentStore:
         return self.num_rows // batch_size
 
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes (B, 2, G, G) and labels (B,) of training step ``step`` (drop-last epochs)."""
+        """Codes (B, 2, G, G) or moments (B, 2, 2C, G, G), and labels (B,), of step ``step``."""
         spe = self.steps_per_epoch(batch_size)
         if spe == 0:
             raise StoreError(f"{self.path}: {self.num_rows} rows < batch size {batch_size}")
         epoch, k = divmod(step, spe)
         rows = self.epoch_order(epoch, seed)[k * batch_size:(k + 1) * batch_size]
         blocks = rows // self.block_rows
-        codes = np.empty((len(rows), *self.codes.shape[1:]), dtype=np.int64)
+        dtype = np.float32 if self.continuous else np.int64
+        codes = np.empty((len(rows), *self.codes.shape[1:]), dtype=dtype)
         labels = np.empty(len(rows), dtype=np.int64)
         for b in np.unique(blocks):
             sel = blocks == b

@@ -13,7 +13,7 @@ from heptapod.data.images import load_images
 from heptapod.data.store import read_arrays
 from heptapod.evaluation.fidelity import fidelity_metrics
 from heptapod.tokenizers.stage import load_tokenizer, reconstruct
-from heptapod.utils.io import atomic_path, read_json
+from heptapod.utils.io import atomic_path, load_checkpoint, read_json
 
 
 def evaluate_tokenizer(cfg: Config, tokenizer_path: str | Path, test_images: str | Path,
@@ -23,19 +23,21 @@ def evaluate_tokenizer(cfg: Config, tokenizer_path: str | Path, test_images: str
     recon, codes = reconstruct(model, images)
     err = (recon.astype(np.float64) - images.astype(np.float64)) / 255.0
     mse = float(np.mean(err ** 2))
-    counts = np.bincount(codes.ravel(), minlength=model.spec.codebook_size)
-    p = counts / counts.sum()
-    perplexity = float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0]))))
     rfid = fidelity_metrics(recon, images, cfg.evaluate, classifier_path)
+    out = {"kind": model.spec.kind, "mse": mse, "psnr": float(10 * np.log10(1.0 / mse)),
+           "rfid": rfid["fid"], "extractor": rfid["extractor"], "images": len(images),
+           "grid_size": int(codes.shape[-1])}
+    if model.spec.kind == "vq":
+        counts = np.bincount(codes.ravel(), minlength=model.spec.codebook_size)
+        p = counts / counts.sum()
+        out.update(codebook_used=int((counts > 0).sum()), codebook_size=model.spec.codebook_size,
+                   codebook_perplexity=float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0])))))
+    else:
+        out.update(latent_channels=model.spec.code_dim, latent_scale=model.latent_scale)
     pairs = np.stack([images[:32], recon[:32]], axis=1).reshape(-1, *images.shape[1:])
     with atomic_path(recon_png) as tmp:
         save_image(make_grid(torch.from_numpy(pairs).float() / 255, nrow=16, padding=1, pad_value=0.5), tmp)
-    return {
-        "mse": mse, "psnr": float(10 * np.log10(1.0 / mse)),
-        "codebook_used": int((counts > 0).sum()), "codebook_size": model.spec.codebook_size,
-        "codebook_perplexity": perplexity, "rfid": rfid["fid"], "extractor": rfid["extractor"],
-        "images": len(images), "grid_size": int(codes.shape[-1]),
-    }
+    return out
 
 
 def evaluate_samples(cfg: Config, samples_path: str | Path, test_images: str | Path,
@@ -48,3 +50,27 @@ def evaluate_samples(cfg: Config, samples_path: str | Path, test_images: str | P
     metrics["dataset"] = real_attrs["dataset"]
     metrics["temperature"] = attrs["temperature"]
     return metrics
+
+
+def evaluate_progress(cfg: Config, train_dir: str | Path, tokenizer_path: str | Path,
+                      test_images: str | Path, classifier_path: str | Path) -> list[dict]:
+    """FID / IS / KID of the EMA snapshots and the final model: metrics vs training progress."""
+    import dataclasses
+
+    from heptapod.sample import balanced_labels, generate
+    from heptapod.train import load_generator
+
+    train_dir = Path(train_dir)
+    checkpoints = sorted((train_dir / "snapshots").glob("step-*.pt")) + [train_dir / "model.pt"]
+    tokenizer = load_tokenizer(tokenizer_path)
+    real, _, _ = load_images(test_images)
+    sample_cfg = dataclasses.replace(cfg.sample, num_samples=cfg.sample.progress_samples)
+    rows = []
+    for path in checkpoints:
+        model = load_generator(path, cfg.sample.use_ema)
+        step = load_checkpoint(path, "generator")["steps"]
+        labels = balanced_labels(sample_cfg.num_samples, model.spec.num_classes)
+        images = generate(model, tokenizer, labels, sample_cfg)
+        m = fidelity_metrics(images, real, cfg.evaluate, classifier_path)
+        rows.append({"step": step, "sequences": step * cfg.train.batch_size, **m})
+    return rows

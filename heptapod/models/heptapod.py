@@ -28,9 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from heptapod.config import ModelConfig
+from heptapod.models.diffloss import DiffLoss
+from heptapod.models.heads import GlobalHead, LocalHead, NextTokenHead, SamplingContext
+from heptapod.models.outputs import DiscreteOutput
 from heptapod.models.transformer import Transformer
 
-HEADS = ("global",)
+HEADS = ("global", "local", "1d")
 ORDERS = ("random", "raster")
 
 
@@ -48,11 +51,17 @@ class ModelSpec:
     mlp_ratio: float
     head: str
     order: str
+    window: int
+    tokens: str = "discrete"
+    token_dim: int = 1
+    diffloss_width: int = 256
+    diffloss_depth: int = 3
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, vocab_size: int, grid_size: int, num_classes: int):
+    def from_config(cls, cfg: ModelConfig, vocab_size: int, grid_size: int, num_classes: int,
+                    token_dim: int = 1):
         return cls(vocab_size=vocab_size, grid_size=grid_size, num_classes=num_classes,
-                   **dataclasses.asdict(cfg))
+                   token_dim=token_dim, **dataclasses.asdict(cfg))
 
     @property
     def num_positions(self) -> int:
@@ -66,6 +75,11 @@ class ModelSpec:
         if self.head_depth < 1 or self.backbone_depth < 1:
             raise ValueError("model.backbone_depth and model.head_depth must be >= 1")
 
+    @property
+    def window_size(self) -> int:
+        """Positions the head predicts per step: N (global), w (local), 1 (1D)."""
+        return {"global": self.num_positions, "local": self.window, "1d": 1}[self.head]
+
 
 class Heptapod(nn.Module):
     def __init__(self, spec: ModelSpec):
@@ -73,15 +87,24 @@ class Heptapod(nn.Module):
         spec.validate()
         self.spec = spec
         n, d = spec.num_positions, spec.width
+        one_d = spec.head == "1d"
         self.class_emb = nn.Embedding(spec.num_classes, d)
-        self.tok_emb = nn.Embedding(spec.vocab_size, d)
-        self.pos_emb = nn.Parameter(torch.zeros(n, d))
-        self.backbone = Transformer(d, spec.backbone_depth, spec.num_heads, spec.mlp_ratio, causal=True)
-        self.to_head = nn.Linear(d, d)
-        self.mask_token = nn.Parameter(torch.zeros(d))
-        self.head_pos = nn.Parameter(torch.zeros(n + 1, d))
-        self.head = Transformer(d, spec.head_depth, spec.num_heads, spec.mlp_ratio, causal=False)
-        self.out = nn.Linear(d, spec.vocab_size)
+        continuous = spec.tokens == "continuous"
+        self.tok_emb = nn.Linear(spec.token_dim, d) if continuous else nn.Embedding(spec.vocab_size, d)
+        self.pos_emb = nn.Parameter(torch.randn(n, d) * 0.02)
+        # 1D baselines: the input also carries the position to be predicted next (RAR-style)
+        self.next_pos_emb = nn.Parameter(torch.randn(n, d) * 0.02) if one_d else None
+        depth = spec.backbone_depth + (spec.head_depth if one_d else 0)
+        self.backbone = Transformer(d, depth, spec.num_heads, spec.mlp_ratio, causal=True)
+        self.to_head = nn.Identity() if one_d else nn.Linear(d, d)
+        args = (d, spec.head_depth, spec.num_heads, spec.mlp_ratio)
+        self.head = {
+            "global": lambda: GlobalHead(n, *args),
+            "local": lambda: LocalHead(spec.grid_size, spec.window, *args),
+            "1d": NextTokenHead,
+        }[spec.head]()
+        self.out = (DiffLoss(spec.token_dim, d, spec.diffloss_width, spec.diffloss_depth) if continuous
+                    else DiscreteOutput(d, spec.vocab_size))
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -91,11 +114,11 @@ class Heptapod(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
-            elif isinstance(m, nn.LayerNorm):
+            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        for p in (self.pos_emb, self.head_pos, self.mask_token):
-            nn.init.normal_(p, std=0.02)
+        if hasattr(self.out, "initialize_weights"):  # DiffLoss keeps its adaLN-zero init
+            self.out.initialize_weights()
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -109,98 +132,89 @@ class Heptapod(nn.Module):
             return torch.arange(n, device=device).expand(batch, n).clone()
         return torch.rand(batch, n, generator=generator).argsort(dim=1).to(device)
 
-    def backbone_inputs(self, tokens: torch.Tensor, positions: torch.Tensor,
+    def backbone_inputs(self, tokens: torch.Tensor, order: torch.Tensor,
                         labels: torch.Tensor) -> torch.Tensor:
-        """Class embedding, then token + own-position embeddings: (B, T + 1, D)."""
-        x = self.tok_emb(tokens) + self.pos_emb[positions]  # (B, T, D)
-        return torch.cat([self.class_emb(labels)[:, None], x], dim=1)
+        """Inputs of steps 0..T for the first T tokens in generation order: (B, T + 1, D).
 
-    def head_slots(self, states: torch.Tensor, slot0: torch.Tensor,
-                   visible: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) projected states by position, (B, D), (B, N) bool -> (B, N + 1, D)."""
-        grid = torch.where(visible[..., None], states, self.mask_token.to(states.dtype))
-        return torch.cat([slot0[:, None], grid], dim=1) + self.head_pos
+        Step 0 is the class embedding; step t is token x_t plus the embedding of its own
+        position order[t - 1]. The 1D baselines add the embedding of the next position order[t].
+        """
+        t = tokens.shape[1]
+        x = self.tok_emb(tokens) + self.pos_emb[order[:, :t]]  # (B, T, D)
+        x = torch.cat([self.class_emb(labels)[:, None], x], dim=1)
+        if self.next_pos_emb is not None:  # after the last token there is no next position
+            nxt = self.next_pos_emb[order[:, :t + 1]]
+            x = x + F.pad(nxt, (0, 0, 0, x.shape[1] - nxt.shape[1]))
+        return x
 
     # ------------------------------------------------------------------ training
     def head_outputs(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
-                     prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head outputs of every grid slot for every supervised prefix, and which are masked.
+                     prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Supervised head outputs (M, D), their targets b * N + position, their prefix lengths.
 
         tokens (B, N) in grid (raster) order; labels (B,); order (B, N); prefix (B, n) prefix
-        lengths in [0, N - 1]. Returns out (B * n, N, D) and masked (B * n, N) bool.
+        lengths in [0, N - 1] (ignored by the 1D head, which is supervised at every step).
         """
-        b, n_pos = tokens.shape
-        n = prefix.shape[1]
-        d = self.spec.width
-        seq = tokens.gather(1, order)  # tokens in generation order
-        # The last token is never an input: at prefix N - 1 only one slot is left to predict.
-        h = self.to_head(self.backbone(self.backbone_inputs(seq[:, :-1], order[:, :-1], labels)))
-        rank = order.argsort(dim=1)  # (B, N): 0-based step at which each position is generated
-        # h[:, r + 1] consumed the token generated at step r; position of rank N - 1 is never
-        # visible (prefix <= N - 1), so clamping its index only avoids an out-of-range gather.
-        by_pos = h.gather(1, (rank + 1).clamp(max=n_pos - 1)[..., None].expand(-1, -1, d))
-        visible = (rank[:, None, :] < prefix[:, :, None]).reshape(b * n, n_pos)
-        slots = self.head_slots(
-            by_pos[:, None].expand(b, n, n_pos, d).reshape(b * n, n_pos, d),
-            h[:, 0].repeat_interleave(n, dim=0),
-            visible,
-        )
-        return self.head(slots)[:, 1:], ~visible
+        seq = tokens[torch.arange(len(tokens), device=tokens.device)[:, None], order]  # generation order
+        # The last token is never an input: at prefix N - 1 only one position is left.
+        h = self.to_head(self.backbone(self.backbone_inputs(seq[:, :-1], order, labels)))
+        return self.head.train_outputs(h, order, prefix)
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
-             prefix: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Mean cross-entropy over the masked slots of every supervised prefix."""
-        out, masked = self.head_outputs(tokens, labels, order, prefix)
-        logits = self.out(out[masked])  # (M, V): masked slots only
-        target = tokens.repeat_interleave(prefix.shape[1], dim=0)[masked]
-        loss = F.cross_entropy(logits.float(), target)
-        return loss, {"masked_slots": int(masked.sum())}
+             prefix: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+        """Mean token loss over every supervised slot (tokens (B, N) ids or (B, N, C) latents)."""
+        out, target, _ = self.head_outputs(tokens, labels, order, prefix)
+        loss = self.out.loss(out, tokens.flatten(0, 1)[target], generator)
+        return loss, {"supervised_slots": len(target)}
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, temperature: float = 1.0,
                generator: torch.Generator | None = None, use_cache: bool = True,
                timer: dict | None = None) -> torch.Tensor:
-        """Generate token grids (B, N) for class ``labels`` (B,).
+        """Generate token grids (B, N) of ids, or (B, N, C) latents, for class ``labels`` (B,).
 
         One position per step in the sample's order (uniformly random among the remaining ones
-        for the 2D-random model). The backbone is decoded with a KV cache; the bidirectional
-        head re-runs over all N + 1 slots each step, and only the next position's slot is
-        computed in its last layer.
+        for the random-order models). The backbone is decoded with a KV cache (or recomputed
+        over the whole prefix when ``use_cache`` is False); the head runs once per step.
         """
         b, n_pos, d = labels.shape[0], self.spec.num_positions, self.spec.width
         device = labels.device
         order = self.orders(b, generator, device)
-        tokens = torch.zeros(b, n_pos, dtype=torch.long, device=device)
-        visible = torch.zeros(b, n_pos, dtype=torch.bool, device=device)
-        states = torch.zeros(b, n_pos, d, device=device, dtype=self.pos_emb.dtype)
+        dtype = self.pos_emb.dtype
+        tokens = (torch.zeros(b, n_pos, self.spec.token_dim, device=device, dtype=dtype)
+                  if self.spec.tokens == "continuous" else torch.zeros(b, n_pos, dtype=torch.long, device=device))
+        ctx = SamplingContext(torch.zeros(b, n_pos, d, device=device, dtype=dtype),
+                              torch.zeros(b, n_pos, d, device=device, dtype=dtype),
+                              torch.zeros(b, n_pos, dtype=torch.bool, device=device))
         arange = torch.arange(b, device=device)
         clock = _Clock(timer, device)
 
         with clock("backbone"):
-            x0 = self.class_emb(labels)[:, None]
+            x0 = self.backbone_inputs(tokens[:, :0], order, labels)
             cache = self.backbone.new_cache(b, n_pos, x0) if use_cache else None
-            slot0 = self.to_head(self.backbone(x0, cache)[:, 0])
+            ctx.states_by_step[:, 0] = self.to_head(self.backbone(x0, cache)[:, 0])
         for t in range(n_pos):
             pos = order[:, t]
             with clock("head"):
-                slots = self.head_slots(states, slot0, visible)
-                out = self.head(slots, rows=(pos + 1)[:, None])[:, 0]  # (B, D)
-                logits = self.out(out).float() / max(temperature, 1e-6)
-                probs = logits.softmax(dim=-1)
-                tok = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(device)
+                tok = self.out.sample(self.head.step(ctx, pos), temperature, generator)
             tokens[arange, pos] = tok
             if t == n_pos - 1:
                 break
             with clock("backbone"):
-                if use_cache:
-                    step_in = self.tok_emb(tok)[:, None] + self.pos_emb[pos][:, None]
-                    h = self.backbone(step_in, cache)[:, -1]
+                if use_cache:  # only the newest step goes through the backbone
+                    x = self.tok_emb(tok) + self.pos_emb[pos]
+                    if self.next_pos_emb is not None:
+                        x = x + self.next_pos_emb[order[:, t + 1]]
+                    h = self.backbone(x[:, None], cache)[:, -1]
                 else:  # recompute the whole prefix (the baseline the cache is measured against)
-                    seq = tokens.gather(1, order[:, :t + 1])
-                    h = self.backbone(self.backbone_inputs(seq, order[:, :t + 1], labels))[:, -1]
-                states[arange, pos] = self.to_head(h)
-            visible[arange, pos] = True
+                    seq = tokens[arange[:, None], order[:, :t + 1]]
+                    h = self.backbone(self.backbone_inputs(seq, order, labels))[:, -1]
+                h = self.to_head(h)
+            ctx.states_by_step[:, t + 1] = h
+            ctx.states_by_pos[arange, pos] = h
+            ctx.visible[arange, pos] = True
+            ctx.t = t + 1
         return tokens
 
 

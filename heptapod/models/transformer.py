@@ -102,3 +102,40 @@ class Transformer(nn.Module):
             x = block(x, self.causal, cache[i] if cache is not None else None,
                       rows if i == last else None)
         return self.norm(x)
+
+
+class CrossAttention(nn.Module):
+    """Queries attend to a separate context; ``mask`` (B, T_ctx) marks the keys allowed."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, c = x.shape
+        hd = c // self.heads
+        q = self.q(x).view(b, t, self.heads, hd).transpose(1, 2)
+        k, v = self.kv(context).split(c, dim=-1)
+        k = k.view(b, -1, self.heads, hd).transpose(1, 2)
+        v = v.view(b, -1, self.heads, hd).transpose(1, 2)
+        attn_mask = mask[:, None, None, :] if mask is not None else None
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class CrossBlock(nn.Module):
+    """Local-head layer: cross-attention to the causal states, self-attention, MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_ctx = nn.LayerNorm(dim)
+        self.cross = CrossAttention(dim, heads)
+        self.block = Block(dim, heads, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.cross(self.norm_q(x), self.norm_ctx(context), mask)
+        return self.block(x, causal=False)

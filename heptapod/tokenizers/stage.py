@@ -12,23 +12,25 @@ import torch
 from heptapod.config import Config, fingerprint
 from heptapod.data.images import load_images, to_float, to_uint8
 from heptapod.data.store import H5Writer
-from heptapod.tokenizers.vq import VQSpec, VQTokenizer
+from heptapod.tokenizers.vq import TOKENIZERS, TokenizerSpec, build_tokenizer
 from heptapod.utils.io import load_checkpoint, save_checkpoint
 from heptapod.utils.training import Resumable, batches, check_finite, progress, step_generator
 
 
-def train_tokenizer(cfg: Config, train_images: str | Path, out: str | Path) -> dict:
+def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str | Path) -> dict:
     """Train on the train split; resumable from ``<out>.state`` (removed when done)."""
     tc = cfg.tokenizer
-    if tc.kind != "vq":
-        raise ValueError(f"tokenizer.kind: unknown tokenizer '{tc.kind}' (known: vq)")
+    if kind not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer kind '{kind}' (known: {', '.join(TOKENIZERS)})")
     images, _, _ = load_images(train_images)
     torch.manual_seed(tc.seed)
-    model = VQTokenizer(VQSpec.from_config(tc, channels=images.shape[1]))
-    model.init_codebook(to_float(images[:1024]), step_generator(tc.seed, -1))
+    model = build_tokenizer(TokenizerSpec.from_config(tc, images.shape[1], kind))
+    if kind == "vq":
+        model.init_codebook(to_float(images[:1024]), step_generator(tc.seed, -1))
+    weight = tc.commitment if kind == "vq" else tc.kl_weight
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     state = Resumable(Path(out).with_suffix(".state.pt"), "tokenizer-state",
-                      fingerprint(cfg, "data", "tokenizer"))
+                      fingerprint(cfg, "data", "tokenizer") + kind)
     start = state.load({"model": model, "opt": opt})
     bar = progress(tc.steps, start, "tokenizer")
     stats: dict = {}
@@ -37,7 +39,8 @@ def train_tokenizer(cfg: Config, train_images: str | Path, out: str | Path) -> d
         gen = step_generator(tc.seed, step)
         idx = torch.randint(0, len(images), (tc.batch_size,), generator=gen).numpy()
         x = to_float(images[idx])
-        _, loss, stats = model(x, tc.commitment)
+        torch.manual_seed(tc.seed * 1_000_003 + step)  # the KL's sampling noise, per step
+        _, loss, stats = model(x, weight)
         check_finite(loss, step, "tokenizer")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -47,14 +50,16 @@ def train_tokenizer(cfg: Config, train_images: str | Path, out: str | Path) -> d
         if (step + 1) % 200 == 0 and step + 1 < tc.steps:
             state.save(step + 1, {"model": model, "opt": opt})
     bar.close()
+    if kind == "kl":
+        model.calibrate(to_float(images[:2048]))
     save_checkpoint(out, {"kind": "tokenizer", "spec": model.spec_dict(), "state_dict": model.state_dict()})
     state.path.unlink(missing_ok=True)
     return {"steps": tc.steps, "seconds": time.perf_counter() - t0, "last_batch": stats}
 
 
-def load_tokenizer(path: str | Path) -> VQTokenizer:
+def load_tokenizer(path: str | Path) -> torch.nn.Module:
     ckpt = load_checkpoint(path, "tokenizer")
-    model = VQTokenizer(VQSpec(**ckpt["spec"]))
+    model = build_tokenizer(TokenizerSpec(**ckpt["spec"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 
@@ -68,8 +73,8 @@ def file_sha256(path: str | Path) -> str:
 
 
 @torch.no_grad()
-def reconstruct(model: VQTokenizer, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images -> (uint8 reconstructions, codes)."""
+def reconstruct(model: torch.nn.Module, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images -> (uint8 reconstructions, codes or scaled latent means)."""
     recon, codes = [], []
     for sl in batches(len(images), batch_size):
         c = model.encode(to_float(images[sl]))
@@ -86,22 +91,28 @@ def extract_latents(cfg: Config, tokenizer_path: str | Path, images_path: str | 
     images, labels, attrs = load_images(images_path)
     n, grid = len(images), images.shape[-1] // model.spec.downsample
     perm = np.random.default_rng(cfg.latents.seed).permutation(n)
+    discrete = model.spec.kind == "vq"
     meta = {
-        "tokenizer": "vq", "tokenizer_checkpoint": str(tokenizer_path),
+        "tokenizer": model.spec.kind, "tokenizer_checkpoint": str(tokenizer_path),
         "tokenizer_sha256": file_sha256(tokenizer_path), "grid_size": grid,
-        "vocab_size": model.spec.codebook_size, "num_classes": attrs["num_classes"],
+        "vocab_size": model.spec.codebook_size if discrete else 0,
+        "token_dim": 1 if discrete else model.spec.code_dim, "num_classes": attrs["num_classes"],
         "latent_scale": model.latent_scale, "dataset": attrs["dataset"], "split": attrs["split"],
         "row_shuffle_seed": cfg.latents.seed, "views": "image, horizontal flip",
     }
+    # VQ: codes; KL: the posterior moments (mean, log-variance), so training can draw a new
+    # latent from them every time (as MAR's cached latents do)
+    name, dtype = ("codes", np.int16) if discrete else ("moments", np.float32)
+    shape = (n, 2, grid, grid) if discrete else (n, 2, 2 * model.spec.code_dim, grid, grid)
+    encode = model.encode if discrete else model.moments
     t0 = time.perf_counter()
     with H5Writer(out, "latents", meta, cfg.latents.chunk_rows) as w:
-        codes_ds = w.create("codes", (n, 2, grid, grid), np.int16)
+        data = w.create(name, shape, dtype)
         w.create("labels", (n,), np.int64)[...] = labels[perm]
         bar = progress(n, desc="latents")
         for sl in batches(n, cfg.latents.batch_size):
             x = to_float(images[perm[sl]])
-            codes = torch.stack([model.encode(x), model.encode(x.flip(-1))], dim=1)
-            codes_ds[sl] = codes.numpy().astype(np.int16)
+            data[sl] = torch.stack([encode(x), encode(x.flip(-1))], dim=1).numpy().astype(dtype)
             bar.update(sl.stop - sl.start)
         bar.close()
     seconds = time.perf_counter() - t0

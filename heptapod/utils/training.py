@@ -74,12 +74,15 @@ class MetricsLog:
 
     def __init__(self, path: str | Path, resume_step: int):
         self.path = Path(path)
+        self.elapsed0 = 0.0  # wall seconds of earlier sessions of this run
         lines = []
         if resume_step > 0 and self.path.exists():
             for line in self.path.read_text().splitlines():
                 try:
-                    if json.loads(line)["step"] <= resume_step:
+                    record = json.loads(line)
+                    if record["step"] <= resume_step:
                         lines.append(line)
+                        self.elapsed0 = record.get("elapsed_s", self.elapsed0)
                 except (json.JSONDecodeError, KeyError):
                     break  # a torn last line of a killed run
         with atomic_path(self.path) as tmp:

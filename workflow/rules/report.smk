@@ -1,13 +1,18 @@
+def kinds(preset, runs):
+    return sorted({tokenizer_kind(resolve(config, preset, r)) for r in runs}, reverse=True)
+
+
 def report_inputs(w):
-    cfg = resolve(config, w.preset)
-    variants = cfg.workflow.variants
+    wf = resolve(config, w.preset).workflow
+    runs = wf.runs()
     return {
-        "metrics": [paths.eval_metrics(w.preset, v) for v in variants],
-        "models": [paths.model(w.preset, v) for v in variants],
-        "logs": [paths.train_log(w.preset, v) for v in variants],
-        "grids": [paths.sample_grid(w.preset, v) for v in variants],
-        "tokenizer": paths.tokenizer_metrics(w.preset),
-        "recon": paths.tokenizer_recon(w.preset),
+        "metrics": [paths.eval_metrics(w.preset, r) for r in runs],
+        "models": [paths.model(w.preset, r) for r in runs],
+        "logs": [paths.train_log(w.preset, r) for r in runs],
+        "grids": [paths.sample_grid(w.preset, r) for r in runs],
+        "progress": [paths.progress(w.preset, r) for r in wf.progress_runs()],
+        "tokenizers": [paths.tokenizer_metrics(w.preset, k) for k in kinds(w.preset, runs)],
+        "recon": [paths.tokenizer_recon(w.preset, k) for k in kinds(w.preset, runs)],
         "classifier": paths.classifier_metrics(w.preset),
     }
 
@@ -17,11 +22,12 @@ rule report:
         unpack(report_inputs),
     output:
         readme="results/report/{preset}/README.md",
-        csv="results/report/{preset}/metrics.csv",
+        csv="results/report/{preset}/runs.csv",
         json="results/report/{preset}/metrics.json",
-        curve="results/report/{preset}/training_curve.png",
+        curves="results/report/{preset}/training_curves.png",
+        samples="results/report/{preset}/samples.png",
     params:
-        cfg=lambda w: fingerprint(resolve(config, w.preset), "workflow"),
+        cfg=lambda w: fingerprint(resolve(config, w.preset), "workflow", "data"),
     log:
         "results/logs/report/{preset}.log",
     shell:

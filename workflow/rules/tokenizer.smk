@@ -2,30 +2,32 @@ rule train_tokenizer:
     input:
         "results/data/{preset}/train.h5",
     output:
-        "results/tokenizer/{preset}/tokenizer.pt",
+        "results/tokenizer/{preset}/{kind}/tokenizer.pt",
     params:
         cfg=fp("data", "tokenizer"),
+    wildcard_constraints:
+        kind="vq|kl",
     threads: max(1, workflow.cores - 1)
     log:
-        "results/logs/tokenizer/{preset}.log",
+        "results/logs/tokenizer/{preset}-{kind}.log",
     shell:
-        "{HEPTAPOD} train-tokenizer --preset {wildcards.preset} --threads {threads} --images {input}"
-        " --out {output} 2>&1 | tee {log}"
+        "{HEPTAPOD} train-tokenizer --preset {wildcards.preset} --kind {wildcards.kind} --threads {threads}"
+        " --images {input} --out {output} 2>&1 | tee {log}"
 
 
 rule evaluate_tokenizer:
     input:
-        tokenizer="results/tokenizer/{preset}/tokenizer.pt",
+        tokenizer="results/tokenizer/{preset}/{kind}/tokenizer.pt",
         images="results/data/{preset}/test.h5",
         classifier="results/classifier/{preset}/classifier.pt",
     output:
-        metrics="results/tokenizer/{preset}/metrics.json",
-        png="results/tokenizer/{preset}/recon.png",
+        metrics="results/tokenizer/{preset}/{kind}/metrics.json",
+        png="results/tokenizer/{preset}/{kind}/recon.png",
     params:
         cfg=fp("tokenizer", "evaluate"),
     threads: workflow.cores
     log:
-        "results/logs/evaluate_tokenizer/{preset}.log",
+        "results/logs/evaluate_tokenizer/{preset}-{kind}.log",
     shell:
         "{HEPTAPOD} evaluate-tokenizer --preset {wildcards.preset} --threads {threads}"
         " --tokenizer {input.tokenizer} --images {input.images} --classifier {input.classifier}"
@@ -34,15 +36,15 @@ rule evaluate_tokenizer:
 
 rule extract_latents:
     input:
-        tokenizer="results/tokenizer/{preset}/tokenizer.pt",
+        tokenizer="results/tokenizer/{preset}/{kind}/tokenizer.pt",
         images="results/data/{preset}/{split}.h5",
     output:
-        "results/latents/{preset}/{split}.h5",
+        "results/latents/{preset}/{kind}/{split}.h5",
     params:
         cfg=fp("latents"),
     threads: workflow.cores
     log:
-        "results/logs/latents/{preset}-{split}.log",
+        "results/logs/latents/{preset}-{kind}-{split}.log",
     shell:
         "{HEPTAPOD} extract-latents --preset {wildcards.preset} --threads {threads}"
         " --tokenizer {input.tokenizer} --images {input.images} --out {output} 2>&1 | tee {log}"

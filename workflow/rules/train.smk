@@ -1,14 +1,14 @@
 rule train:
     """Train one generator variant; resumes from last.pt in its folder after a kill."""
     input:
-        "results/latents/{preset}/train.h5",
+        lambda w: paths.latents(w.preset, kind_of(w), "train"),
     output:
         model="results/train/{preset}/{variant}/model.pt",
         log="results/train/{preset}/{variant}/log.jsonl",
     params:
         cfg=fp("model", "train", variant=True),
         out_dir=lambda w: paths.train_dir(w.preset, w.variant),
-    threads: workflow.cores
+    threads: min(workflow.cores, CFG.workflow.threads)
     log:
         "results/logs/train/{preset}-{variant}.log",
     shell:
@@ -19,13 +19,13 @@ rule train:
 rule sample:
     input:
         model="results/train/{preset}/{variant}/model.pt",
-        tokenizer="results/tokenizer/{preset}/tokenizer.pt",
+        tokenizer=lambda w: paths.tokenizer(w.preset, kind_of(w)),
     output:
         samples="results/sample/{preset}/{variant}/samples.h5",
         grid="results/sample/{preset}/{variant}/grid.png",
     params:
         cfg=fp("sample", variant=True),
-    threads: workflow.cores
+    threads: min(workflow.cores, CFG.workflow.threads)
     log:
         "results/logs/sample/{preset}-{variant}.log",
     shell:
