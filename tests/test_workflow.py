@@ -68,30 +68,27 @@ def test_smoke_ablations_end_to_end_then_cached(project):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def test_changed_sampling_params_rerun_only_downstream(project):
+def dry_run_after_edit(project, old: str, new: str) -> str:
+    """Dry-run 'ablations' with one edit of params.yaml (restored afterwards)."""
     params = (project / "params.yaml").read_text()
-    changed = params.replace("sample: {num_samples: 20, batch_size: 10, grid_rows: 2}",
-                             "sample: {num_samples: 20, batch_size: 10, grid_rows: 2, temperature: 0.9}")
-    assert changed != params
-    (project / "params.yaml").write_text(changed)
+    assert old in params
+    (project / "params.yaml").write_text(params.replace(old, new))
     try:
-        out = snakemake(project, "-n", "ablations", "--config", "preset=smoke").stdout
+        return snakemake(project, "-n", "ablations", "--config", "preset=smoke").stdout
     finally:
         (project / "params.yaml").write_text(params)
+
+
+def test_changed_sampling_params_rerun_only_downstream(project):
+    out = dry_run_after_edit(project, "grid_rows: 2, progress_samples: 10}",
+                             "grid_rows: 2, progress_samples: 10, temperature: 0.9}")
     assert "rule sample:" in out and "rule evaluate:" in out
     assert "rule train:" not in out and "rule train_tokenizer:" not in out
 
 
 def test_changed_variant_reruns_only_that_variant(project):
-    params = (project / "params.yaml").read_text()
-    changed = params.replace("  n2:\n    train: {supervision_density: 2}",
+    out = dry_run_after_edit(project, "  n2:\n    train: {supervision_density: 2}",
                              "  n2:\n    train: {supervision_density: 3}")
-    assert changed != params
-    (project / "params.yaml").write_text(changed)
-    try:
-        out = snakemake(project, "-n", "ablations", "--config", "preset=smoke").stdout
-    finally:
-        (project / "params.yaml").write_text(params)
     trained = [line for line in out.splitlines() if "results/train/smoke/" in line and "output:" in line]
     assert len(trained) == 1 and "/n2/" in trained[0], trained
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heptapod.models.transformer import xavier_init
+
 
 def cosine_alphas_cumprod(steps: int, s: float = 0.008) -> torch.Tensor:
     t = torch.linspace(0, steps, steps + 1, dtype=torch.float64) / steps
@@ -60,10 +62,7 @@ class DenoiserMLP(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init(self)
         for block in self.blocks:  # adaLN-zero: each block starts as the identity
             nn.init.zeros_(block.ada[-1].weight)
             nn.init.zeros_(block.ada[-1].bias)

@@ -31,7 +31,7 @@ from heptapod.config import ModelConfig
 from heptapod.models.diffloss import DiffLoss
 from heptapod.models.heads import GlobalHead, LocalHead, NextTokenHead, SamplingContext
 from heptapod.models.outputs import DiscreteOutput
-from heptapod.models.transformer import Transformer
+from heptapod.models.transformer import Transformer, xavier_init
 
 HEADS = ("global", "local", "1d")
 ORDERS = ("random", "raster")
@@ -108,11 +108,9 @@ class Heptapod(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
+        xavier_init(self)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
+            if isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
             elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 nn.init.ones_(m.weight)

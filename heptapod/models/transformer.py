@@ -13,6 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every linear layer inside ``module``."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class KVCache:
     """Pre-allocated keys and values of one attention layer: (B, heads, T_max, head_dim)."""
 
