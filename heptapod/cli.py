@@ -145,6 +145,14 @@ def cmd_schema(args, cfg) -> dict:
     return {}
 
 
+def cmd_model_params(args, cfg) -> dict:
+    from heptapod.models.summary import format_table, parameter_table, spec_for
+
+    rows = parameter_table(spec_for(cfg, args.num_classes))
+    print(format_table(rows))
+    return {"total": rows[-1][1]}
+
+
 def cmd_params(args, cfg) -> dict:
     print(json.dumps(dataclasses.asdict(cfg), indent=2))
     return {}
@@ -205,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true")
     p.add_argument("--check", action="store_true")
     add("params", cmd_params, "print the resolved parameters of a preset/variant", variant=True)
+    p = add("model-params", cmd_model_params, "per-module parameter table of a preset's generator "
+            "(meta device: no memory needed)", variant=True)
+    p.add_argument("--num-classes", type=int, default=1000, help="class count (default 1000, ImageNet)")
     return parser
 
 
