@@ -17,6 +17,9 @@ from heptapod.config import fingerprint, resolve, tokenizer_kind
 HEPTAPOD = f"{sys.executable} -m heptapod"
 PRESET = config["preset"]
 CFG = resolve(config, PRESET)
+# GPU jobs declare one `gpu` each: `--resources gpu=K` runs K at once, and with
+# HEPTAPOD_GPUS=0,1,... each job locks its own device (heptapod/utils/gpus.py).
+GPU_JOB = 0 if CFG.workflow.device == "cpu" else 1
 
 
 def fp(*sections, variant=None):

@@ -7,6 +7,7 @@ explicit input and output paths; the paths the workflow uses are built in ``hept
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -19,6 +20,7 @@ from heptapod.data.store import StoreError
 from heptapod.utils.io import CheckpointError, git_commit, write_json
 
 log = logging.getLogger("heptapod")
+GPU_STAGES = {"train", "sample", "progress", "extract-latents", "bench"}
 
 
 def _common(p: argparse.ArgumentParser, variant: bool = False) -> None:
@@ -81,7 +83,10 @@ def cmd_train(args, cfg) -> dict:
 def cmd_sample(args, cfg) -> dict:
     from heptapod.sample import sample_stage
 
-    return sample_stage(cfg.sample, args.model, args.tokenizer, args.out, args.grid)
+    from heptapod.utils.device import resolve_device
+
+    return sample_stage(cfg.sample, args.model, args.tokenizer, args.out, args.grid,
+                        resolve_device(cfg.workflow.device))
 
 
 def cmd_evaluate(args, cfg) -> dict:
@@ -231,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         from heptapod.utils.training import set_threads
 
         set_threads(args.threads if args.threads is not None else cfg.workflow.threads)
+        from heptapod.utils.gpus import gpu_slot_from_env
+
         t0 = time.perf_counter()
-        result = args.func(args, cfg)
+        # GPU stages take a device of the HEPTAPOD_GPUS pool (when set) for their lifetime
+        with gpu_slot_from_env() if args.command in GPU_STAGES else contextlib.nullcontext():
+            result = args.func(args, cfg)
         if result:
             log.info("%s done in %.1f s: %s", args.command, time.perf_counter() - t0,
                      json.dumps(result, default=str))

@@ -145,6 +145,7 @@ class WorkflowConfig:
     token_types: list[str] = _doc("Discrete vs continuous tokens at one model size (paper Fig. 6).")
     seeds: int = _doc("Seeds 0..seeds-1 for the Table 1 variants ('name@seed' runs).")
     threads: int = _doc("Threads per train/sample/evaluate job (Snakemake runs cores/threads at once).")
+    device: str = _doc("'auto' (CUDA when visible, else CPU), 'cpu' or 'cuda' (bf16 autocast on GPU).")
 
     def runs(self) -> list[str]:
         """Every run the 'ablations' target trains, shared runs listed once."""

@@ -35,10 +35,11 @@ def tokens_to_latents(tokens: torch.Tensor, grid: int) -> torch.Tensor:
 def generate(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Tensor, cfg: SampleConfig) -> np.ndarray:
     """uint8 images (N, C, H, W) for ``labels``; batch b draws from step_generator(seed, b)."""
     g = model.spec.grid_size
+    device = next(model.parameters()).device
     out = []
     bar = progress(len(labels), desc="sample")
     for b, sl in enumerate(batches(len(labels), cfg.batch_size)):
-        tokens = model.sample(labels[sl], cfg.temperature, step_generator(cfg.seed, b))
+        tokens = model.sample(labels[sl].to(device), cfg.temperature, step_generator(cfg.seed, b))
         out.append(to_uint8(tokenizer.decode(tokens_to_latents(tokens, g))))
         bar.update(sl.stop - sl.start)
     bar.close()
@@ -55,9 +56,10 @@ def save_grid(images: np.ndarray, labels: np.ndarray, rows: int, path: str | Pat
 
 
 def sample_stage(cfg: SampleConfig, generator_path: str | Path, tokenizer_path: str | Path,
-                 out: str | Path, grid_png: str | Path) -> dict:
-    model = load_generator(generator_path, cfg.use_ema)
-    tokenizer = load_tokenizer(tokenizer_path)
+                 out: str | Path, grid_png: str | Path, device: torch.device | None = None) -> dict:
+    device = device or torch.device("cpu")
+    model = load_generator(generator_path, cfg.use_ema).to(device)
+    tokenizer = load_tokenizer(tokenizer_path).to(device)
     labels = balanced_labels(cfg.num_samples, model.spec.num_classes)
     t0 = time.perf_counter()
     images = generate(model, tokenizer, labels, cfg)

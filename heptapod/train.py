@@ -17,6 +17,7 @@ import torch
 from heptapod.config import Config, fingerprint
 from heptapod.data.store import LatentStore
 from heptapod.models.heptapod import Heptapod, ModelSpec
+from heptapod.utils.device import autocast, resolve_device
 from heptapod.utils.io import load_checkpoint, save_checkpoint
 from heptapod.utils.training import (
     EMA, MetricsLog, Resumable, check_finite, lr_at, param_groups, progress, step_generator,
@@ -79,7 +80,8 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
     tc = cfg.train
     out_dir = Path(out_dir)
     store = LatentStore(latents)
-    model = build_model(cfg, store)
+    device = resolve_device(cfg.workflow.device)
+    model = build_model(cfg, store).to(device)
     ema = EMA(model, tc.ema_decay)
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.95))
     state = Resumable(out_dir / "last.pt", "train-state",
@@ -89,18 +91,20 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
     log = MetricsLog(out_dir / "log.jsonl", start)
     stop = min(tc.steps, max_steps if max_steps is not None else tc.steps)
     snapshots = set(snapshot_steps(tc))
-    flops = step_flops(model, training_batch(store, cfg, model, 0)[:4])
+    flops = step_flops(model, [x.to(device) for x in training_batch(store, cfg, model, 0)[:4]])
     bar = progress(tc.steps, start, "train")
     seqs_per_epoch = store.steps_per_epoch(tc.batch_size) * tc.batch_size
     model.train()
     t_start = t_last = time.perf_counter()
     seen = 0
     for step in range(start, stop):
-        tokens, labels, order, prefix, gen = training_batch(store, cfg, model, step)
+        tokens, labels, order, prefix, gen = (
+            x.to(device) if torch.is_tensor(x) else x for x in training_batch(store, cfg, model, step))
         lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps, tc.lr_schedule)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss, info = model.loss(tokens, labels, order, prefix, gen)
+        with autocast(device):
+            loss, info = model.loss(tokens, labels, order, prefix, gen)
         check_finite(loss, step, "train")
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -60,14 +60,17 @@ def evaluate_progress(cfg: Config, train_dir: str | Path, tokenizer_path: str | 
     from heptapod.sample import balanced_labels, generate
     from heptapod.train import load_generator
 
+    from heptapod.utils.device import resolve_device
+
+    device = resolve_device(cfg.workflow.device)
     train_dir = Path(train_dir)
     checkpoints = sorted((train_dir / "snapshots").glob("step-*.pt")) + [train_dir / "model.pt"]
-    tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path).to(device)
     real, _, _ = load_images(test_images)
     sample_cfg = dataclasses.replace(cfg.sample, num_samples=cfg.sample.progress_samples)
     rows = []
     for path in checkpoints:
-        model = load_generator(path, cfg.sample.use_ema)
+        model = load_generator(path, cfg.sample.use_ema).to(device)
         step = load_checkpoint(path, "generator")["steps"]
         labels = balanced_labels(sample_cfg.num_samples, model.spec.num_classes)
         images = generate(model, tokenizer, labels, sample_cfg)

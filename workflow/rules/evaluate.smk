@@ -47,6 +47,8 @@ rule progress:
         cfg=fp("sample", "evaluate", variant=True),
         train_dir=lambda w: paths.train_dir(w.preset, w.variant),
     threads: min(workflow.cores, CFG.workflow.threads)
+    resources:
+        gpu=GPU_JOB,
     log:
         "results/logs/progress/{preset}-{variant}.log",
     shell:

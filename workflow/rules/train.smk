@@ -9,6 +9,8 @@ rule train:
         cfg=fp("model", "train", variant=True),
         out_dir=lambda w: paths.train_dir(w.preset, w.variant),
     threads: min(workflow.cores, CFG.workflow.threads)
+    resources:
+        gpu=GPU_JOB,
     log:
         "results/logs/train/{preset}-{variant}.log",
     shell:
@@ -26,6 +28,8 @@ rule sample:
     params:
         cfg=fp("sample", variant=True),
     threads: min(workflow.cores, CFG.workflow.threads)
+    resources:
+        gpu=GPU_JOB,
     log:
         "results/logs/sample/{preset}-{variant}.log",
     shell:
