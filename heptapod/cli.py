@@ -125,6 +125,12 @@ def cmd_publish(args, cfg) -> dict:
     return {"published": [f.name for f in files], "to": str(dst)}
 
 
+def cmd_index(args, cfg) -> dict:
+    from heptapod.report import write_index
+
+    return write_index(args.report, args.out)
+
+
 def cmd_bench(args, cfg) -> dict:
     from heptapod.bench import run_bench
 
@@ -207,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(a, required=True)
     p = add("report", cmd_report, "tables, plots and README of a preset's results")
     p.add_argument("--out-dir", required=True)
+    p = add("index", cmd_index, "write results/README.md from a preset's report")
+    p.add_argument("--report", required=True)
+    p.add_argument("--out", required=True)
     p = add("publish", cmd_publish, "copy a finished report into the DVC-owned folder")
     p.add_argument("--src", required=True)
     p.add_argument("--out-dir", required=True)

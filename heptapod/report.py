@@ -41,6 +41,7 @@ def run_row(preset: str, run: str) -> dict:
         "train_PFLOP": ckpt["train_flops"] / 1e15, "train_min": log[-1]["elapsed_s"] / 60,
         "fid": metrics["fid"], "is": metrics["is"], "kid": metrics["kid"],
         "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
+        "commit": metrics.get("commit", "unknown"),  # the code that evaluated this run
     }
 
 
@@ -233,7 +234,7 @@ Written by the pipeline (`snakemake --cores all ablations --config preset={prese
 | key | value |
 |---|---|
 | preset | `{preset}` |
-| commit | `{provenance['commit']}` |
+| commit | `{provenance['commit']}` (report); runs evaluated at {', '.join(f'`{c}`' for c in sorted(set(rows['commit'])))} |
 | dataset | {cfg.data.dataset} ({cfg.data.image_size}x{cfg.data.image_size}, {cfg.data.channels} channel(s)) |
 | tokenizers | {', '.join(kinds)} ({grid}x{grid} grid, N = {grid * grid}) |
 | feature extractor | {extractor}; its test accuracy {clf['test_accuracy']:.4f} |
@@ -327,3 +328,18 @@ def cfg_n(params_path: str, preset: str, variant: str) -> int:
     from heptapod.config import load_config
 
     return load_config(params_path, preset, variant).train.supervision_density
+
+
+def write_index(report_readme: str | Path, out: str | Path) -> dict:
+    """results/README.md: the default preset's report, its links re-rooted at results/."""
+    import os
+    import re
+
+    report_readme, out = Path(report_readme), Path(out)
+    rel = Path(os.path.relpath(report_readme.parent, out.parent)).as_posix()
+    text = report_readme.read_text()
+    text = re.sub(r"\]\((?!https?:|/)([^)]+)\)", lambda m: f"]({rel}/{m.group(1)})", text)
+    note = (f"_This page is the report of `{rel}` with its links re-rooted; the reports of other "
+            f"presets are in `report/<preset>/`, benchmark files in `bench/`._\n\n")
+    write_text(out, note + text)
+    return {"index": str(out)}

@@ -33,3 +33,15 @@ rule report:
     shell:
         "{HEPTAPOD} report --preset {wildcards.preset} --out-dir results/report/{wildcards.preset}"
         " 2>&1 | tee {log}"
+
+
+rule index:
+    """results/README.md: the default preset's report, readable from the results folder."""
+    input:
+        "results/report/default/README.md",
+    output:
+        "results/README.md",
+    log:
+        "results/logs/report/index.log",
+    shell:
+        "{HEPTAPOD} index --report {input} --out {output} 2>&1 | tee {log}"
