@@ -1,4 +1,5 @@
-"""Generator training: AdamW (0.9, 0.95), warm-up + schedule, grad clipping, EMA, exact resume.
+"""Generator training: AdamW (0.9, 0.95), warm-up + schedule, grad clipping, EMA, exact resume,
+one process or DDP under torchrun, gradient accumulation, bf16 on GPU.
 
 State lives in ``<out_dir>/last.pt`` (written atomically every ``ckpt_every`` steps); a re-run
 of a killed job continues from it with the same data order and randomness, because both are
@@ -7,12 +8,16 @@ functions of (seed, step) only. The final model goes to ``<out_dir>/model.pt``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import os
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from heptapod.config import Config, fingerprint
 from heptapod.data.store import LatentStore
@@ -75,12 +80,60 @@ def _generator_checkpoint(model: Heptapod, ema: EMA, step: int, store: LatentSto
             "num_params": model.num_params(), "tokenizer_sha256": store.attrs["tokenizer_sha256"], **extra}
 
 
+def accumulate_gradients(model: torch.nn.Module, batch, generator: torch.Generator, rank: int,
+                         world: int, micro_batches: int, device: torch.device) -> float:
+    """Backward the global batch's token-mean loss; returns this process's share of the loss.
+
+    The global batch is cut into ``world * micro_batches`` equal parts; this process takes its
+    ``micro_batches`` parts. Each part's summed loss is divided by the slot count of the whole
+    batch (known from orders and prefixes), times ``world`` because DDP averages gradients over
+    processes: any split gives the single-process gradient.
+    """
+    core = model.module if hasattr(model, "module") else model
+    tokens, labels, order, prefix = batch
+    count = core.supervised_count(order, prefix)
+    parts = world * micro_batches
+    if len(tokens) % parts:
+        raise ValueError(f"train.batch_size {len(tokens)} is not divisible by processes x "
+                         f"grad_accum = {parts}")
+    size = len(tokens) // parts
+    share = 0.0
+    for i in range(micro_batches):
+        sl = slice((rank * micro_batches + i) * size, (rank * micro_batches + i + 1) * size)
+        last = i == micro_batches - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(device):
+                loss_sum, _ = model(tokens[sl].to(device), labels[sl].to(device), order[sl].to(device),
+                                    prefix[sl].to(device), generator, reduction="sum")
+            (loss_sum * (world / count)).backward()
+        share += loss_sum.item() / count
+    return share
+
+
+def _distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world, device); under torchrun, joins the process group (NCCL on GPU, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
 def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int | None = None) -> dict:
-    """Train (or resume) until ``train.steps``; ``max_steps`` stops early (for kill/resume tests)."""
+    """Train (or resume) until ``train.steps``; ``max_steps`` stops early (for kill/resume tests).
+
+    Runs as one process or under ``torchrun`` (DDP); rank 0 writes logs and checkpoints.
+    """
     tc = cfg.train
     out_dir = Path(out_dir)
     store = LatentStore(latents)
-    device = resolve_device(cfg.workflow.device)
+    rank, world, device = _distributed(cfg.workflow.device)
     model = build_model(cfg, store).to(device)
     ema = EMA(model, tc.ema_decay)
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.95))
@@ -88,52 +141,69 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
                       fingerprint(cfg, "model", "train") + store.attrs["tokenizer_sha256"])
     objects = {"model": model, "ema": ema, "opt": opt}
     start = state.load(objects)
-    log = MetricsLog(out_dir / "log.jsonl", start)
+    wrapped = model
+    if world > 1:
+        wrapped = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        wrapped = torch.compile(wrapped)
+    main = rank == 0
+    log = MetricsLog(out_dir / "log.jsonl", start) if main else None
     stop = min(tc.steps, max_steps if max_steps is not None else tc.steps)
     snapshots = set(snapshot_steps(tc))
     flops = step_flops(model, [x.to(device) for x in training_batch(store, cfg, model, 0)[:4]])
-    bar = progress(tc.steps, start, "train")
+    bar = progress(tc.steps, start, "train") if main else None
     seqs_per_epoch = store.steps_per_epoch(tc.batch_size) * tc.batch_size
     model.train()
     t_start = t_last = time.perf_counter()
-    seen = 0
+    steps_since = 0
     for step in range(start, stop):
-        tokens, labels, order, prefix, gen = (
-            x.to(device) if torch.is_tensor(x) else x for x in training_batch(store, cfg, model, step))
+        tokens, labels, order, prefix, gen = training_batch(store, cfg, model, step)
         lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps, tc.lr_schedule)
         for group in opt.param_groups:
             group["lr"] = lr
-        with autocast(device):
-            loss, info = model.loss(tokens, labels, order, prefix, gen)
-        check_finite(loss, step, "train")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        share = accumulate_gradients(wrapped, (tokens, labels, order, prefix), gen, rank, world,
+                                     tc.grad_accum, device)
+        loss = torch.tensor(share, device=device)
+        if world > 1:
+            dist.all_reduce(loss)
+        check_finite(loss, step, "train")
         grad_norm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
         opt.step()
         ema.update(model)
-        seen += len(tokens)
-        bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        steps_since += 1
         done = step + 1
-        if done % tc.log_every == 0 or done == tc.steps:
-            now = time.perf_counter()
-            log.write({"step": done, "epoch": done * tc.batch_size / seqs_per_epoch,
-                       "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
-                       "seqs_per_s": seen / (now - t_last), "supervised_slots": info["supervised_slots"],
-                       "elapsed_s": log.elapsed0 + now - t_start})
-            t_last, seen = now, 0
-        if done in snapshots:  # written before the resumable state: a kill never loses one
-            save_checkpoint(out_dir / "snapshots" / f"step-{done:07d}.pt",
-                            _generator_checkpoint(model, ema, done, store, {}))
-        if done % tc.ckpt_every == 0 or done == stop:
-            state.save(done, objects)
-    bar.close()
+        if main:
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if done % tc.log_every == 0 or done == tc.steps:
+                now = time.perf_counter()
+                steps_per_s = steps_since / (now - t_last)
+                record = {"step": done, "epoch": done * tc.batch_size / seqs_per_epoch,
+                          "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
+                          "seqs_per_s": steps_per_s * tc.batch_size,
+                          "tflops_per_s": steps_per_s * flops / 1e12,
+                          "elapsed_s": log.elapsed0 + now - t_start}
+                if tc.peak_tflops > 0:
+                    record["mfu"] = record["tflops_per_s"] / (tc.peak_tflops * world)
+                log.write(record)
+                t_last, steps_since = now, 0
+            if done in snapshots:  # written before the resumable state: a kill never loses one
+                save_checkpoint(out_dir / "snapshots" / f"step-{done:07d}.pt",
+                                _generator_checkpoint(model, ema, done, store, {}))
+            if done % tc.ckpt_every == 0 or done == stop:
+                state.save(done, objects)
+    if main:
+        bar.close()
+    if world > 1:
+        dist.barrier()
     if stop < tc.steps:
         return {"stopped_at": stop}
     extra = {"step_flops": flops, "train_flops": flops * tc.steps,
              "sequences_seen": tc.steps * tc.batch_size}
-    save_checkpoint(out_dir / "model.pt", _generator_checkpoint(model, ema, tc.steps, store, extra))
+    if main:
+        save_checkpoint(out_dir / "model.pt", _generator_checkpoint(model, ema, tc.steps, store, extra))
     return {"steps": tc.steps, "num_params": model.num_params(), "train_pflops": flops * tc.steps / 1e15}
 
 

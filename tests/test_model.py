@@ -100,7 +100,7 @@ def test_loss_covers_exactly_the_intended_positions(head, window):
     got = {(int(r), int(s), int(p)) for r, s, p in zip(row, seen, pos)}
     assert got == expected and len(got) == len(target)
     loss, info = m.loss(tokens, labels, order, prefix)
-    assert info["supervised_slots"] == len(expected)
+    assert info["supervised_slots"] == len(expected) == m.supervised_count(order, prefix)
     assert torch.allclose(loss, F.cross_entropy(m.out.logits(out), tokens.flatten()[target]), atol=1e-6)
 
 

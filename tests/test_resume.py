@@ -88,8 +88,8 @@ def test_nan_during_training_stops_the_run(tmp_path, smoke_cfg, latent_store, mo
 
     real_loss = Heptapod.loss
 
-    def poisoned(self, *args):
-        loss, info = real_loss(self, *args)
+    def poisoned(self, *args, **kwargs):
+        loss, info = real_loss(self, *args, **kwargs)
         return loss * float("inf"), info
 
     monkeypatch.setattr(Heptapod, "loss", poisoned)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from heptapod.models.transformer import xavier_init
@@ -93,15 +92,19 @@ class DiffLoss(nn.Module):
     def initialize_weights(self) -> None:
         self.net.initialize_weights()
 
-    def loss(self, z: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """z (M, D) conditions, target (M, C) clean tokens -> mean noise-prediction MSE."""
+    def loss(self, z: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None,
+             reduction: str = "mean") -> torch.Tensor:
+        """z (M, D) conditions, target (M, C) clean tokens -> noise-prediction MSE per token,
+        averaged over channels and noise draws, then averaged ('mean') or summed ('sum')."""
+        m = len(z)
         z = z.repeat(self.batch_mul, 1)
         x0 = target.repeat(self.batch_mul, 1).float()
         t = torch.randint(0, len(self.ab), (len(x0),), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         ab = self.ab[t][:, None]
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        return F.mse_loss(self.net(xt, t, z).float(), noise)
+        per_token = (self.net(xt, t, z).float() - noise).pow(2).mean(dim=1).view(self.batch_mul, m).mean(0)
+        return per_token.sum() if reduction == "sum" else per_token.mean()
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, temperature: float = 1.0,

@@ -72,6 +72,10 @@ class GlobalHead(nn.Module):
         seen = prefix.reshape(-1)[:, None].expand(-1, n_pos)[masked]
         return out[masked], target, seen
 
+    def count(self, order: torch.Tensor, prefix: torch.Tensor) -> int:
+        """Supervised slots of a batch: every position not generated at each prefix."""
+        return int((order.shape[1] - prefix).sum())
+
     def step(self, ctx: SamplingContext, pos: torch.Tensor) -> torch.Tensor:
         slots = self.slots(ctx.states_by_pos, ctx.states_by_step[:, 0], ctx.visible)
         return self.net(slots, rows=(pos + 1)[:, None])[:, 0]  # last layer: the next slot only
@@ -117,6 +121,12 @@ class LocalHead(nn.Module):
         seen = t[:, None].expand_as(positions)[masked]
         return out[masked], target, seen
 
+    def count(self, order: torch.Tensor, prefix: torch.Tensor) -> int:
+        rows = _rows(*prefix.shape, order.device)
+        t = prefix.reshape(-1)
+        positions = self.members[self.tile_of[order[rows, t]]]
+        return int((order.argsort(dim=1)[rows[:, None], positions] >= t[:, None]).sum())
+
     def step(self, ctx: SamplingContext, pos: torch.Tensor) -> torch.Tensor:
         positions = self.members[self.tile_of[pos]]  # (B, w)
         out = self.run(positions, ctx.states_by_step[:, :ctx.t + 1], None)
@@ -132,6 +142,9 @@ class NextTokenHead(nn.Module):
         target = (torch.arange(b, device=h.device)[:, None] * n_pos + order).flatten()
         seen = torch.arange(n_pos, device=h.device).repeat(b)
         return h.reshape(b * n_pos, d), target, seen
+
+    def count(self, order: torch.Tensor, prefix: torch.Tensor) -> int:
+        return order.numel()
 
     def step(self, ctx: SamplingContext, pos: torch.Tensor) -> torch.Tensor:
         return ctx.states_by_step[:, ctx.t]

@@ -159,11 +159,21 @@ class Heptapod(nn.Module):
         return self.head.train_outputs(h, order, prefix)
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
-             prefix: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-        """Mean token loss over every supervised slot (tokens (B, N) ids or (B, N, C) latents)."""
+             prefix: torch.Tensor, generator: torch.Generator | None = None,
+             reduction: str = "mean") -> tuple[torch.Tensor, dict]:
+        """Token loss over every supervised slot (tokens (B, N) ids or (B, N, C) latents),
+        averaged ('mean') or summed ('sum': for exact gradient accumulation across processes)."""
         out, target, _ = self.head_outputs(tokens, labels, order, prefix)
-        loss = self.out.loss(out, tokens.flatten(0, 1)[target], generator)
+        loss = self.out.loss(out, tokens.flatten(0, 1)[target], generator, reduction)
         return loss, {"supervised_slots": len(target)}
+
+    def forward(self, *args, **kwargs) -> tuple[torch.Tensor, dict]:
+        """The training loss: DistributedDataParallel hooks in through forward."""
+        return self.loss(*args, **kwargs)
+
+    def supervised_count(self, order: torch.Tensor, prefix: torch.Tensor) -> int:
+        """Slots a batch supervises, known from the orders and prefixes alone."""
+        return self.head.count(order, prefix)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

@@ -20,8 +20,9 @@ class DiscreteOutput(nn.Module):
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.linear(z).float()
 
-    def loss(self, z: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return F.cross_entropy(self.logits(z), target)
+    def loss(self, z: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None,
+             reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(self.logits(z), target, reduction=reduction)
 
     def sample(self, z: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
         probs = (self.logits(z) / max(temperature, 1e-6)).softmax(dim=-1)
