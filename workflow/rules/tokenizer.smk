@@ -25,7 +25,7 @@ rule evaluate_tokenizer:
         png="results/tokenizer/{preset}/{kind}/recon.png",
     params:
         cfg=fp("tokenizer", "evaluate"),
-    threads: workflow.cores
+    threads: min(workflow.cores, CFG.workflow.threads)
     log:
         "results/logs/evaluate_tokenizer/{preset}-{kind}.log",
     shell:
@@ -42,7 +42,7 @@ rule extract_latents:
         "results/latents/{preset}/{kind}/{split}.h5",
     params:
         cfg=fp("latents"),
-    threads: workflow.cores
+    threads: min(workflow.cores, CFG.workflow.threads)
     log:
         "results/logs/latents/{preset}-{kind}-{split}.log",
     shell:
