@@ -105,6 +105,27 @@ def cmd_progress(args, cfg) -> dict:
     return {"checkpoints": len(rows), "fid": [round(r["fid"], 3) for r in rows]}
 
 
+def cmd_reference_stats(args, cfg) -> dict:
+    import numpy as np
+
+    from heptapod.data.images import load_images
+    from heptapod.evaluation.fidelity import reference_statistics
+    from heptapod.utils.io import atomic_path
+
+    images, _, _ = load_images(args.images)
+    stats = reference_statistics(images, cfg.evaluate, args.classifier)
+    with atomic_path(args.out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=stats["mu"], sigma=stats["sigma"])
+    return {"images": stats["images"], "extractor": stats["extractor"], "dim": len(stats["mu"])}
+
+
+def cmd_export_npz(args, cfg) -> dict:
+    from heptapod.sample import export_npz
+
+    return export_npz(args.samples, args.out)
+
+
 def cmd_report(args, cfg) -> dict:
     from heptapod.report import write_report
 
@@ -211,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
             variant=True)
     for a in ("--train-dir", "--tokenizer", "--real", "--classifier", "--out"):
         p.add_argument(a, required=True)
+    p = add("reference-stats", cmd_reference_stats, "FID statistics (mu, sigma) of an image store, as an npz")
+    p.add_argument("--images", required=True)
+    p.add_argument("--classifier", default=None, help="dataset classifier (when no Inception weights)")
+    p.add_argument("--out", required=True)
+    p = add("export-npz", cmd_export_npz, "samples as an ADM-style npz (arr_0 NHWC uint8, arr_1 labels)")
+    p.add_argument("--samples", required=True)
+    p.add_argument("--out", required=True)
     p = add("report", cmd_report, "tables, plots and README of a preset's results")
     p.add_argument("--out-dir", required=True)
     p = add("index", cmd_index, "write results/README.md from a preset's report")

@@ -129,6 +129,10 @@ class EvaluateConfig:
     inception_weights: str | None = _doc(
         "Local file of torch-fidelity's Inception weights; null uses the dataset classifier."
     )
+    reference_stats: str | None = _doc(
+        "npz with FID statistics 'mu', 'sigma' of the reference set (e.g. ADM's ImageNet 256 "
+        "batch, with Inception weights); null: statistics of the held-out split."
+    )
     kid_subset_size: int = _doc("KID subset size (clipped to the smaller image set).")
     batch_size: int = _doc("Images per feature-extraction batch.")
 

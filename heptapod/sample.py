@@ -69,3 +69,17 @@ def sample_stage(cfg: SampleConfig, generator_path: str | Path, tokenizer_path: 
                   "use_ema": cfg.use_ema, "seed": cfg.seed, "seconds": seconds})
     save_grid(images, labels.numpy(), min(cfg.grid_rows, model.spec.num_classes), grid_png)
     return {"samples": len(images), "seconds": seconds, "images_per_s": len(images) / seconds}
+
+
+def export_npz(samples_path: str | Path, out: str | Path) -> dict:
+    """ADM's sample format: arr_0 (N, H, W, 3) uint8 (gray repeated), arr_1 (N,) class labels."""
+    from heptapod.data.store import read_arrays
+
+    arrays, _ = read_arrays(samples_path, "samples", ("images", "labels"))
+    images = arrays["images"].transpose(0, 2, 3, 1)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, arr_0=images, arr_1=arrays["labels"])
+    return {"samples": len(images), "shape": list(images.shape)}

@@ -29,7 +29,7 @@ def classifier(tmp_path_factory):
     return path
 
 
-EVAL = EvaluateConfig(inception_weights=None, kid_subset_size=50, batch_size=64)
+EVAL = EvaluateConfig(inception_weights=None, reference_stats=None, kid_subset_size=50, batch_size=64)
 
 
 def test_fid_separates_real_from_noise(classifier):
@@ -48,3 +48,22 @@ def test_missing_inception_weights_are_named(classifier, tmp_path):
     real, _ = toy_images(10, 2, 20)
     with pytest.raises(FileNotFoundError, match="pt_inception.pth"):
         fidelity_metrics(real, real, cfg, classifier)
+
+
+def test_fid_against_reference_statistics_matches_direct_fid(classifier, tmp_path):
+    """The ADM-style path (FID vs a statistics npz) equals torch-fidelity's direct FID."""
+    from heptapod.evaluation.fidelity import reference_statistics
+
+    real, _ = toy_images(200, 2, 20)
+    fake, _ = toy_images(150, 5, 35)
+    stats = reference_statistics(real, EVAL, classifier)
+    np.savez(tmp_path / "ref.npz", mu=stats["mu"], sigma=stats["sigma"])
+    direct = fidelity_metrics(fake, real, EVAL, classifier)
+    via_stats = fidelity_metrics(fake, None, dataclasses.replace(EVAL, reference_stats=str(tmp_path / "ref.npz")),
+                                 classifier)
+    assert via_stats["fid"] == pytest.approx(direct["fid"], rel=1e-4)
+    assert via_stats["is"] == pytest.approx(direct["is"], rel=1e-6)
+    np.savez(tmp_path / "bad.npz", mean=stats["mu"])
+    with pytest.raises(ValueError, match="'mu' and 'sigma'"):
+        fidelity_metrics(fake, None, dataclasses.replace(EVAL, reference_stats=str(tmp_path / "bad.npz")),
+                         classifier)

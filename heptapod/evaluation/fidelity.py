@@ -18,6 +18,8 @@ import torch.nn.functional as F
 import torch_fidelity
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from heptapod.config import ClassifierConfig, EvaluateConfig
@@ -158,17 +160,72 @@ class _Uint8Images(torch.utils.data.Dataset):
         return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
-def fidelity_metrics(fake: np.ndarray, real: np.ndarray, cfg: EvaluateConfig,
-                     classifier_path: str | Path | None) -> dict:
-    """FID, IS (of ``fake``) and KID of uint8 image arrays (N, C, H, W)."""
+def _extractor(cfg: EvaluateConfig, classifier_path: str | Path | None) -> tuple[str, str, str]:
+    """(torch-fidelity extractor name, weights path, label for reports)."""
     if cfg.inception_weights:
         if not Path(cfg.inception_weights).is_file():
             raise FileNotFoundError(f"evaluate.inception_weights: file not found: {cfg.inception_weights}")
-        extractor, weights, label = "inception-v3-compat", cfg.inception_weights, "Inception"
-    else:
-        if classifier_path is None:
-            raise ValueError("a dataset classifier checkpoint is needed when no Inception weights are set")
-        extractor, weights, label = classifier_extractor_name(classifier_path), str(classifier_path), "dataset classifier"
+        return "inception-v3-compat", cfg.inception_weights, "Inception"
+    if classifier_path is None:
+        raise ValueError("a dataset classifier checkpoint is needed when no Inception weights are set")
+    return classifier_extractor_name(classifier_path), str(classifier_path), "dataset classifier"
+
+
+def _features(images: np.ndarray, cfg: EvaluateConfig, classifier_path) -> tuple[dict, str, str, str]:
+    """torch-fidelity features of uint8 images: (features by layer, FID layer, IS layer, label)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    name, weights, label = _extractor(cfg, classifier_path)
+    cls = FEATURE_EXTRACTORS_REGISTRY[name]
+    fid_layer, isc_layer = (cls.get_default_feature_layer_for_metric(m) for m in ("fid", "isc"))
+    cuda = torch.cuda.is_available()
+    fe = create_feature_extractor(name, [fid_layer, isc_layer], cuda=cuda, verbose=False,
+                                  feature_extractor_weights_path=weights)
+    feats = get_featuresdict_from_dataset(_Uint8Images(images), fe, cfg.batch_size, cuda, True, False)
+    return feats, fid_layer, isc_layer, label
+
+
+def reference_statistics(images: np.ndarray, cfg: EvaluateConfig, classifier_path) -> dict:
+    """FID statistics (mu, sigma; float64) of a reference image set, as in ADM's reference npz."""
+    feats, fid_layer, _, label = _features(images, cfg, classifier_path)
+    stats = fid_features_to_statistics(feats[fid_layer].double())
+    return {"mu": stats["mu"], "sigma": stats["sigma"], "extractor": label, "images": len(images)}
+
+
+def fidelity_vs_reference_stats(fake: np.ndarray, cfg: EvaluateConfig, classifier_path) -> dict:
+    """FID against ``evaluate.reference_stats`` (an npz with mu and sigma) and IS of ``fake``.
+
+    KID needs the reference features themselves, which a statistics file does not hold.
+    """
+    path = Path(cfg.reference_stats)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluate.reference_stats: file not found: {path}")
+    with np.load(path) as ref:
+        if "mu" not in ref or "sigma" not in ref:
+            raise ValueError(f"{path}: expected arrays 'mu' and 'sigma' (found {', '.join(ref.files)})")
+        reference = {"mu": ref["mu"].astype(np.float64), "sigma": ref["sigma"].astype(np.float64)}
+    feats, fid_layer, isc_layer, label = _features(fake, cfg, classifier_path)
+    stats = fid_features_to_statistics(feats[fid_layer].double())
+    if stats["mu"].shape != reference["mu"].shape:
+        raise ValueError(f"{path}: statistics of dimension {reference['mu'].shape[0]}, but the "
+                         f"{label} gives {stats['mu'].shape[0]} features")
+    fid = fid_statistics_to_metric(stats, reference, verbose=False)["frechet_inception_distance"]
+    isc = isc_featuresdict_to_metric(feats, isc_layer, verbose=False)
+    return {"fid": float(fid), "is": float(isc["inception_score_mean"]),
+            "is_std": float(isc["inception_score_std"]), "kid": float("nan"), "kid_std": float("nan"),
+            "extractor": label, "num_fake": len(fake), "num_real": None, "reference": str(path)}
+
+
+def fidelity_metrics(fake: np.ndarray, real: np.ndarray | None, cfg: EvaluateConfig,
+                     classifier_path: str | Path | None) -> dict:
+    """FID, IS (of ``fake``) and KID of uint8 image arrays (N, C, H, W).
+
+    With ``evaluate.reference_stats`` set, FID is taken against those statistics instead.
+    """
+    if cfg.reference_stats:
+        return fidelity_vs_reference_stats(fake, cfg, classifier_path)
+    extractor, weights, label = _extractor(cfg, classifier_path)
     kid_subset = min(cfg.kid_subset_size, len(fake), len(real))
     m = torch_fidelity.calculate_metrics(
         input1=_Uint8Images(fake), input2=_Uint8Images(real), fid=True, isc=True, kid=True,
