@@ -131,7 +131,8 @@ class EMA:
         return self.shadow
 
     def load_state_dict(self, state: dict) -> None:
-        self.shadow = {k: v.clone() for k, v in state.items()}
+        # checkpoints load on the CPU; keep the shadow on the model's device
+        self.shadow = {k: v.to(self.shadow[k].device).clone() for k, v in state.items()}
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
