@@ -106,26 +106,25 @@ class LocalHead(nn.Module):
             x = layer(x, context, mask)
         return self.norm(x)
 
-    def train_outputs(self, h: torch.Tensor, order: torch.Tensor, prefix: torch.Tensor):
-        b, n_pos, _ = h.shape
-        n = prefix.shape[1]
-        rows = _rows(b, n, h.device)
+    def _tiles(self, order: torch.Tensor, prefix: torch.Tensor):
+        """Per supervised prefix: its batch row, length t, tile positions (R, w), masked (R, w)."""
+        rows = _rows(*prefix.shape, order.device)
         t = prefix.reshape(-1)  # (B * n,)
-        next_pos = order[rows, t]  # position generated at step t + 1
-        positions = self.members[self.tile_of[next_pos]]  # (B * n, w)
-        rank = order.argsort(dim=1)
-        masked = rank[rows[:, None], positions] >= t[:, None]  # not yet generated
+        positions = self.members[self.tile_of[order[rows, t]]]  # tile of the position of step t + 1
+        masked = order.argsort(dim=1)[rows[:, None], positions] >= t[:, None]  # not yet generated
+        return rows, t, positions, masked
+
+    def train_outputs(self, h: torch.Tensor, order: torch.Tensor, prefix: torch.Tensor):
+        n_pos = h.shape[1]
+        rows, t, positions, masked = self._tiles(order, prefix)
         allowed = torch.arange(n_pos, device=h.device)[None] <= t[:, None]  # h_0..h_t
-        out = self.run(positions, h.repeat_interleave(n, dim=0), allowed)
+        out = self.run(positions, h.repeat_interleave(prefix.shape[1], dim=0), allowed)
         target = (rows[:, None] * n_pos + positions)[masked]
         seen = t[:, None].expand_as(positions)[masked]
         return out[masked], target, seen
 
     def count(self, order: torch.Tensor, prefix: torch.Tensor) -> int:
-        rows = _rows(*prefix.shape, order.device)
-        t = prefix.reshape(-1)
-        positions = self.members[self.tile_of[order[rows, t]]]
-        return int((order.argsort(dim=1)[rows[:, None], positions] >= t[:, None]).sum())
+        return int(self._tiles(order, prefix)[3].sum())
 
     def step(self, ctx: SamplingContext, pos: torch.Tensor) -> torch.Tensor:
         positions = self.members[self.tile_of[pos]]  # (B, w)
