@@ -11,16 +11,18 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from heptapod.config import ConfigError, load_config, load_params, params_schema, preset_names
+from heptapod.config import FAMILIES, ConfigError, load_config, load_params, params_schema, preset_names
 from heptapod.data.store import StoreError
 from heptapod.utils.io import CheckpointError, git_commit, write_json
 
 log = logging.getLogger("heptapod")
-GPU_STAGES = {"train", "sample", "progress", "extract-latents", "bench"}
+GPU_STAGES = {"train", "sample", "progress", "extract-latents", "evaluate", "evaluate-tokenizer", "bench"}  # take a HEPTAPOD_GPUS device
 
 
 def _common(p: argparse.ArgumentParser, variant: bool = False) -> None:
@@ -28,7 +30,7 @@ def _common(p: argparse.ArgumentParser, variant: bool = False) -> None:
     p.add_argument("--preset", default=None, help="preset name (default: the file's 'preset')")
     if variant:
         p.add_argument("--variant", default=None, help="ablation variant (a key of 'variants')")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: params)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
 
 
 def _provenance(args, cfg) -> dict:
@@ -55,8 +57,12 @@ def cmd_train_classifier(args, cfg) -> dict:
 
 
 def cmd_train_tokenizer(args, cfg) -> dict:
-    from heptapod.tokenizers.stage import train_tokenizer
+    from heptapod.tokenizers.stage import import_published, train_tokenizer
 
+    if args.published:
+        return import_published(args.kind, args.published, args.out, cfg.tokenizer.width)
+    if not args.images:
+        raise ConfigError("train-tokenizer needs --images (a train split) or --published (a checkpoint)")
     return train_tokenizer(cfg, args.kind, args.images, args.out)
 
 
@@ -70,23 +76,64 @@ def cmd_evaluate_tokenizer(args, cfg) -> dict:
 
 def cmd_extract_latents(args, cfg) -> dict:
     from heptapod.tokenizers.stage import extract_latents
+    from heptapod.utils.device import resolve_device
 
-    return extract_latents(cfg, args.tokenizer, args.images, args.out)
+    return extract_latents(cfg, args.tokenizer, args.images, args.out, args.shard, args.shards,
+                           resolve_device(cfg.workflow.device))
+
+
+def cmd_merge_latents(args, cfg) -> dict:
+    from heptapod.tokenizers.stage import merge_latents
+
+    return merge_latents(args.parts, args.out, cfg.latents.chunk_rows)
 
 
 def cmd_train(args, cfg) -> dict:
+    if args.nproc > 1 and not under_torchrun():
+        return launch_ddp(args.nproc, args.argv)
     from heptapod.train import train
 
     return train(cfg, args.latents, args.out_dir, max_steps=args.max_steps)
 
 
-def cmd_sample(args, cfg) -> dict:
-    from heptapod.sample import sample_stage
+class LaunchError(RuntimeError):
+    """The processes of a multi-GPU run failed (their own output says why)."""
 
+
+def under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ
+
+
+def launch_ddp(nproc: int, argv: list[str]) -> dict:
+    """Run this same command under torchrun, one process per GPU (DDP on one node)."""
+    # the processes need no --nproc, and torchrun's own parser would take it for --nproc-per-node
+    own = [a for i, a in enumerate(argv) if not (a.startswith("--nproc") or (i and argv[i - 1] == "--nproc"))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "heptapod", *own]
+    log.info("launching %d processes: %s", nproc, " ".join(cmd))
+    if subprocess.run(cmd).returncode:
+        raise LaunchError(f"torchrun with {nproc} processes failed (see the log above)")
+    return {"processes": nproc}
+
+
+def cmd_sample(args, cfg) -> dict:
+    from heptapod.sample import sample_shard
     from heptapod.utils.device import resolve_device
 
-    return sample_stage(cfg.sample, args.model, args.tokenizer, args.out, args.grid,
+    return sample_shard(cfg.sample, args.model, args.tokenizer, args.out, args.shard, args.shards,
                         resolve_device(cfg.workflow.device))
+
+
+def cmd_merge_samples(args, cfg) -> dict:
+    from heptapod.sample import merge_samples
+
+    return merge_samples(args.parts, args.out, args.grid, cfg.sample.grid_rows)
+
+
+def cmd_export_samples(args, cfg) -> dict:
+    from heptapod.sample import export_samples
+
+    return export_samples(args.samples, args.npz, args.png_dir)
 
 
 def cmd_evaluate(args, cfg) -> dict:
@@ -120,10 +167,10 @@ def cmd_reference_stats(args, cfg) -> dict:
     return {"images": stats["images"], "extractor": stats["extractor"], "dim": len(stats["mu"])}
 
 
-def cmd_export_npz(args, cfg) -> dict:
-    from heptapod.sample import export_npz
+def cmd_report_family(args, cfg) -> dict:
+    from heptapod.report import write_family
 
-    return export_npz(args.samples, args.out)
+    return write_family(args.params, args.preset, cfg, args.family, args.out_dir)
 
 
 def cmd_report(args, cfg) -> dict:
@@ -133,13 +180,18 @@ def cmd_report(args, cfg) -> dict:
 
 
 def cmd_publish(args, cfg) -> dict:
-    """Copy a finished report to the folder DVC owns (DVC never claims Snakemake's outputs)."""
+    """Copy a finished report (or one family of it) to the folder DVC owns (DVC never claims
+    Snakemake's outputs)."""
     from heptapod.utils.io import atomic_path
 
     src, dst = Path(args.src), Path(args.out_dir)
-    files = sorted(p for p in src.iterdir() if p.is_file())
-    if not (src / "metrics.json").is_file():
-        raise FileNotFoundError(f"no finished report in {src} (missing metrics.json)")
+    stem = args.family or "metrics"
+    if not (src / f"{stem}.json").is_file():
+        raise FileNotFoundError(f"no finished report in {src} (missing {stem}.json)")
+    # a family's files, or the README and what it shows besides the families (each DVC output
+    # belongs to exactly one stage)
+    files = sorted(p for p in src.iterdir() if p.is_file() and (
+        p.stem == args.family if args.family else p.stem not in FAMILIES))
     for file in files:
         with atomic_path(dst / file.name) as tmp:
             tmp.write_bytes(file.read_bytes())
@@ -190,6 +242,17 @@ def cmd_params(args, cfg) -> dict:
     return {}
 
 
+def _shard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard", type=int, default=0, help="this job's shard, 0-based (default 0)")
+    p.add_argument("--shards", type=int, default=1, help="number of shards (default 1)")
+
+
+def _reference_args(p: argparse.ArgumentParser) -> None:
+    """Inputs that only the dataset-classifier / held-out-images evaluation needs."""
+    p.add_argument("--real", default=None, help="held-out image store (not with evaluate.reference_stats)")
+    p.add_argument("--classifier", default=None, help="dataset classifier (not with Inception weights)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heptapod", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,45 +271,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", required=True)
-    p = add("train-tokenizer", cmd_train_tokenizer, "train a tokenizer (VQ or KL VAE)")
+    p = add("train-tokenizer", cmd_train_tokenizer, "train a tokenizer (VQ or KL VAE), or import a "
+            "published one (LlamaGen vq_ds16_c2i, MAR kl16)")
     p.add_argument("--kind", required=True, choices=["vq", "kl"])
-    p.add_argument("--images", required=True)
+    p.add_argument("--images", default=None, help="train split to train on")
+    p.add_argument("--published", default=None, help="released checkpoint to import instead")
     p.add_argument("--out", required=True)
     p = add("evaluate-tokenizer", cmd_evaluate_tokenizer, "reconstruction MSE/PSNR, codebook use, rFID")
-    for a in ("--tokenizer", "--images", "--classifier", "--out", "--png"):
+    for a in ("--tokenizer", "--images", "--out", "--png"):
         p.add_argument(a, required=True)
-    p = add("extract-latents", cmd_extract_latents, "encode a split (and its flip) to an HDF5 latent store")
+    p.add_argument("--classifier", default=None, help="dataset classifier (not with Inception weights)")
+    p = add("extract-latents", cmd_extract_latents, "encode one shard of a split (and its flip) to a part store")
     for a in ("--tokenizer", "--images", "--out"):
         p.add_argument(a, required=True)
+    _shard_args(p)
+    p = add("merge-latents", cmd_merge_latents, "join the part stores of all shards into the latent store")
+    p.add_argument("--parts", required=True, nargs="+", help="part stores of shards 0..K-1, in order")
+    p.add_argument("--out", required=True)
     p = add("train", cmd_train, "train (or resume) a generator", variant=True)
     p.add_argument("--latents", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this step (resume later)")
-    p = add("sample", cmd_sample, "generate class-balanced samples and a PNG grid", variant=True)
-    for a in ("--model", "--tokenizer", "--out", "--grid"):
+    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) of one DDP run; >1 launches "
+                   "torchrun (default 1)")
+    p = add("sample", cmd_sample, "generate one shard of a run's class-balanced samples", variant=True)
+    for a in ("--model", "--tokenizer", "--out"):
+        p.add_argument(a, required=True)
+    _shard_args(p)
+    p = add("merge-samples", cmd_merge_samples, "join sample shards into the run's store and PNG grid",
+            variant=True)
+    p.add_argument("--parts", required=True, nargs="+", help="part stores of shards 0..K-1, in order")
+    p.add_argument("--out", required=True)
+    p.add_argument("--grid", required=True)
+    p = add("export-samples", cmd_export_samples, "samples as an ADM-style npz (arr_0 NHWC uint8, arr_1 "
+            "labels) and one PNG each")
+    for a in ("--samples", "--npz", "--png-dir"):
         p.add_argument(a, required=True)
     p = add("evaluate", cmd_evaluate, "FID / IS / KID of samples with torch-fidelity", variant=True)
-    for a in ("--samples", "--real", "--classifier", "--classifier-metrics", "--out"):
+    for a in ("--samples", "--out"):
         p.add_argument(a, required=True)
+    _reference_args(p)
+    p.add_argument("--classifier-metrics", default=None)
     p = add("progress", cmd_progress, "FID / IS / KID of a run's snapshots (metrics vs training)",
             variant=True)
-    for a in ("--train-dir", "--tokenizer", "--real", "--classifier", "--out"):
+    for a in ("--train-dir", "--tokenizer", "--out"):
         p.add_argument(a, required=True)
+    _reference_args(p)
     p = add("reference-stats", cmd_reference_stats, "FID statistics (mu, sigma) of an image store, as an npz")
     p.add_argument("--images", required=True)
     p.add_argument("--classifier", default=None, help="dataset classifier (when no Inception weights)")
     p.add_argument("--out", required=True)
-    p = add("export-npz", cmd_export_npz, "samples as an ADM-style npz (arr_0 NHWC uint8, arr_1 labels)")
-    p.add_argument("--samples", required=True)
-    p.add_argument("--out", required=True)
-    p = add("report", cmd_report, "tables, plots and README of a preset's results")
+    p = add("report-family", cmd_report_family, "table, plot and statement of one ablation family")
+    p.add_argument("--family", required=True, choices=list(FAMILIES))
+    p.add_argument("--out-dir", required=True)
+    p = add("report", cmd_report, "README, run table and plots of a preset's results (after its families)")
     p.add_argument("--out-dir", required=True)
     p = add("index", cmd_index, "write results/README.md from a preset's report")
     p.add_argument("--report", required=True)
     p.add_argument("--out", required=True)
-    p = add("publish", cmd_publish, "copy a finished report into the DVC-owned folder")
+    p = add("publish", cmd_publish, "copy a finished report (or one family's files) into the DVC-owned folder")
     p.add_argument("--src", required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--family", default=None, choices=list(FAMILIES), help="only this family's files")
     p = add("bench", cmd_bench, "training/sampling/loader throughput, written as JSON")
     p.add_argument("--latents", required=True)
     p.add_argument("--out", required=True)
@@ -262,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         params = load_params(args.params)
@@ -272,18 +360,21 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.params, args.preset, getattr(args, "variant", None))
         from heptapod.utils.training import set_threads
 
-        set_threads(args.threads if args.threads is not None else cfg.workflow.threads)
+        if args.threads is not None:
+            set_threads(args.threads)
         from heptapod.utils.gpus import gpu_slot_from_env
 
         t0 = time.perf_counter()
-        # GPU stages take a device of the HEPTAPOD_GPUS pool (when set) for their lifetime
-        with gpu_slot_from_env() if args.command in GPU_STAGES else contextlib.nullcontext():
+        # GPU stages take devices of the HEPTAPOD_GPUS pool (when set) for their lifetime; the
+        # processes torchrun starts use what their launcher took
+        takes_gpus = args.command in GPU_STAGES and not under_torchrun()
+        with gpu_slot_from_env(getattr(args, "nproc", 1)) if takes_gpus else contextlib.nullcontext():
             result = args.func(args, cfg)
         if result:
             log.info("%s done in %.1f s: %s", args.command, time.perf_counter() - t0,
                      json.dumps(result, default=str))
         return 0
     except (ConfigError, CheckpointError, StoreError, FileNotFoundError, ValueError,
-            FloatingPointError) as exc:
+            FloatingPointError, LaunchError, TimeoutError) as exc:
         print(f"heptapod {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -44,6 +44,8 @@ class DataConfig:
     channels: int = _doc("Image channels: 1 (grayscale) or 3 (RGB).")
     download: bool = _doc("Allow torchvision to download Fashion-MNIST when it is not on disk.")
     max_images: int | None = _doc("Keep only the first N images of each split (null: all).")
+    test_folder: str = _doc("'image_folder': sub-folder of data.root holding the held-out split "
+                            "(ImageNet: 'val').")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class TokenizerConfig:
     lr: float = _doc("Adam learning rate.")
     seed: int = _doc("Seed for initialisation and data order.")
     eval_images: int = _doc("Test images reconstructed for MSE / rFID.")
+    vq_checkpoint: str | None = _doc("Published VQ checkpoint to import instead of training one "
+                                     "(LlamaGen's vq_ds16_c2i.pt); null: train.")
+    kl_checkpoint: str | None = _doc("Published KL-VAE checkpoint to import instead of training one "
+                                     "(MAR's kl16.ckpt); null: train.")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class LatentsConfig:
     batch_size: int = _doc("Images encoded per batch during extraction.")
     chunk_rows: int = _doc("HDF5 chunk size along the sample axis (also the loader's block).")
     seed: int = _doc("Seed of the row shuffle applied when writing the store.")
+    shards: int = _doc("Extraction jobs per split; a merge step joins their parts (resumable each).")
+    workers: int = _doc("Image-decoding loader processes per extraction job (0: in the job itself).")
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,7 @@ class TrainConfig:
 class SampleConfig:
     num_samples: int = _doc("Images generated for evaluation (balanced over classes).")
     batch_size: int = _doc("Images generated per batch.")
+    shards: int = _doc("Sampling jobs per run (e.g. one per GPU); a merge step joins their parts.")
     temperature: float = _doc("Softmax temperature of the token sampler.")
     use_ema: bool = _doc("Sample from the EMA weights.")
     grid_rows: int = _doc("Rows (classes) of the PNG sample grid.")
@@ -143,30 +152,75 @@ class BenchConfig:
     sample_batch: int = _doc("Images per sampling measurement.")
 
 
+# The paper's table or figure each ablation family reproduces -> the workflow key listing its runs.
+FAMILIES = {
+    "table1": "table1",          # sampler and order
+    "table2": "table2",          # headline model, beside the paper's B/L/H
+    "table4": "depth_split",     # backbone/head depth split
+    "fig6": "token_types",       # VQ vs KL-VAE tokens, metrics vs training
+    "fig7": "window_sweep",      # window w at constant w*n, metrics vs training
+    "fig8": "density_sweep",     # supervision density n at w = N, metrics vs training
+}
+CURVE_FAMILIES = ("fig6", "fig7", "fig8")  # their runs' snapshots are evaluated too
+
+
 @dataclass(frozen=True)
 class WorkflowConfig:
     table1: list[str] = _doc("Sampler/order variants (paper Table 1), each trained with every seed.")
+    table2: list[str] = _doc("Headline runs set beside the paper's Table 2 (Heptapod-B/L/H).")
     window_sweep: list[str] = _doc("Window x density variants at constant w*n (paper Fig. 7).")
     density_sweep: list[str] = _doc("Supervision-density variants at w = N (paper Fig. 8).")
     depth_split: list[str] = _doc("Backbone/head depth splits at fixed total depth (paper Table 4).")
     token_types: list[str] = _doc("Discrete vs continuous tokens at one model size (paper Fig. 6).")
     seeds: int = _doc("Seeds 0..seeds-1 for the Table 1 variants ('name@seed' runs).")
-    threads: int = _doc("Threads per train/sample/evaluate job (Snakemake runs cores/threads at once).")
     device: str = _doc("'auto' (CUDA when visible, else CPU), 'cpu' or 'cuda' (bf16 autocast on GPU).")
+
+    def family_runs(self, family: str) -> list[str]:
+        """Runs of one family (a key of FAMILIES); Table 1 variants once per seed."""
+        variants = getattr(self, FAMILIES[family])
+        if family == "table1":
+            return [f"{v}@{s}" if s else v for v in variants for s in range(self.seeds)]
+        return list(variants)
+
+    def families(self) -> dict[str, list[str]]:
+        """Family -> its runs, for the families this preset lists any run in."""
+        return {f: runs for f in FAMILIES if (runs := self.family_runs(f))}
 
     def runs(self) -> list[str]:
         """Every run the 'ablations' target trains, shared runs listed once."""
-        names = [f"{v}@{s}" if s else v for v in self.table1 for s in range(self.seeds)]
-        names += self.window_sweep + self.density_sweep + self.depth_split + self.token_types
-        return list(dict.fromkeys(names))
-
-    def families(self) -> dict[str, list[str]]:
-        return {"table1": self.table1, "window": self.window_sweep,
-                "density": self.density_sweep, "depth": self.depth_split, "tokens": self.token_types}
+        return list(dict.fromkeys(r for runs in self.families().values() for r in runs))
 
     def progress_runs(self) -> list[str]:
         """Runs whose snapshots are evaluated for the metric-vs-training curves."""
-        return list(dict.fromkeys(self.window_sweep + self.density_sweep + self.token_types))
+        return list(dict.fromkeys(r for f in CURVE_FAMILIES for r in self.family_runs(f)))
+
+
+@dataclass(frozen=True)
+class RuleResources:
+    cpus: int = _doc("CPU cores of one job: its torch threads, and its cluster CPU request.")
+    gpus: int = _doc("GPUs of one job (its device comes from the HEPTAPOD_GPUS pool locally).")
+    mem_mb: int = _doc("Memory of one job (MB), requested from a cluster scheduler.")
+    runtime: int = _doc("Wall-time limit of one job (minutes), requested from a cluster scheduler.")
+    partition: str | None = _doc("Cluster partition of this rule's jobs (null: resources.partition).")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Per-rule job sizes: local thread counts and what a SLURM job asks for."""
+
+    partition: str | None = _doc("Default cluster partition (null: the cluster's default).")
+    account: str | None = _doc("Cluster account charged for the jobs (null: none given).")
+    prepare_data: RuleResources = _doc("Data stage.")
+    train_classifier: RuleResources = _doc("Dataset classifier (FID/IS features) training.")
+    train_tokenizer: RuleResources = _doc("Tokenizer training.")
+    evaluate_tokenizer: RuleResources = _doc("Tokenizer reconstruction metrics.")
+    extract_latents: RuleResources = _doc("Latent extraction, per shard.")
+    train: RuleResources = _doc("Generator training, per run.")
+    sample: RuleResources = _doc("Sampling, per run and shard.")
+    evaluate: RuleResources = _doc("FID/IS/KID of a run's samples.")
+    progress: RuleResources = _doc("Metrics of a run's snapshots.")
+    report: RuleResources = _doc("Tables, plots and README.")
+    bench: RuleResources = _doc("Throughput benchmark.")
 
 
 @dataclass(frozen=True)
@@ -183,6 +237,7 @@ class Config:
     evaluate: EvaluateConfig
     bench: BenchConfig
     workflow: WorkflowConfig
+    resources: ResourcesConfig
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Config)
@@ -190,14 +245,18 @@ VARIANT_SECTIONS = ("model", "train", "sample")
 
 
 # --------------------------------------------------------------------------- schema
-def _type_schema(tp: Any) -> dict:
+def _type_schema(tp: Any, required: bool) -> dict:
+    """Schema of one field's type; a nested dataclass becomes an object (all keys required
+    in 'defaults', any subset in presets and variants)."""
+    if dataclasses.is_dataclass(tp):
+        return _section_schema(tp, required)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        inner = _type_schema(args[0])
+        inner = _type_schema(args[0], required)
         return {"type": [inner["type"], "null"]} if "type" in inner else inner
     if origin is list:
-        return {"type": "array", "items": _type_schema(typing.get_args(tp)[0])}
+        return {"type": "array", "items": _type_schema(typing.get_args(tp)[0], required)}
     return {
         int: {"type": "integer"},
         float: {"type": "number"},
@@ -209,7 +268,7 @@ def _type_schema(tp: Any) -> dict:
 def _section_schema(cls: type, required: bool) -> dict:
     hints = typing.get_type_hints(cls)
     props = {
-        f.name: {**_type_schema(hints[f.name]), "description": f.metadata["doc"]}
+        f.name: {**_type_schema(hints[f.name], required), "description": f.metadata["doc"]}
         for f in dataclasses.fields(cls)
     }
     schema = {"type": "object", "additionalProperties": False, "properties": props}
@@ -299,11 +358,11 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
-def _build(raw: dict) -> Config:
-    kwargs = {}
-    for name, cls in SECTIONS.items():
-        kwargs[name] = cls(**raw[name])
-    return Config(**kwargs)
+def _build(cls: type, raw: dict) -> Any:
+    """A (nested) config dataclass from a validated, fully merged dict."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _build(hints[k], v) if dataclasses.is_dataclass(hints[k]) else v
+                  for k, v in raw.items()})
 
 
 def resolve(params: dict, preset: str | None = None, variant: str | None = None) -> Config:
@@ -322,7 +381,7 @@ def resolve(params: dict, preset: str | None = None, variant: str | None = None)
         if seed:  # 'name@seed': another seed of the same variant
             raw["train"]["seed"] += seed
             raw["sample"]["seed"] += seed
-    cfg = _build(raw)
+    cfg = _build(Config, raw)
     for run in cfg.workflow.runs():
         if split_run(run)[0] not in params["variants"]:
             raise ConfigError(f"preset '{preset}': workflow names unknown variant '{run}'")
@@ -353,6 +412,27 @@ def tokenizer_kind(cfg: Config) -> str:
     if cfg.model.tokens not in kinds:
         raise ConfigError(f"model.tokens: unknown token type '{cfg.model.tokens}' (known: discrete, continuous)")
     return kinds[cfg.model.tokens]
+
+
+def published_checkpoint(cfg: Config, kind: str) -> str | None:
+    """The published tokenizer file a preset imports for ``kind`` ('vq' or 'kl'), or None."""
+    return {"vq": cfg.tokenizer.vq_checkpoint, "kl": cfg.tokenizer.kl_checkpoint}[kind]
+
+
+def rule_resources(cfg: Config, rule: str) -> dict:
+    """Snakemake resources of one rule's jobs, under the names the SLURM executor reads.
+
+    ``gpu`` also feeds the local ``--resources gpu=K`` limit; jobs on a CPU-only preset ask none.
+    """
+    r: RuleResources = getattr(cfg.resources, rule)
+    out: dict[str, int | str] = {"mem_mb": r.mem_mb, "runtime": r.runtime, "cpus_per_task": r.cpus}
+    if r.gpus and cfg.workflow.device != "cpu":
+        out["gpu"] = r.gpus
+    if partition := r.partition or cfg.resources.partition:
+        out["slurm_partition"] = partition
+    if cfg.resources.account:
+        out["slurm_account"] = cfg.resources.account
+    return out
 
 
 def section_dict(cfg: Config, *names: str) -> dict:

@@ -35,6 +35,10 @@ def latents(preset: str, kind: str, split: str) -> Path:
     return RESULTS / "latents" / preset / kind / f"{split}.h5"
 
 
+def latents_part(preset: str, kind: str, split: str, shard: int, shards: int) -> Path:
+    return RESULTS / "latents" / preset / kind / f"{split}.part-{shard}-of-{shards}.h5"
+
+
 def train_dir(preset: str, variant: str) -> Path:
     return RESULTS / "train" / preset / variant
 
@@ -51,6 +55,18 @@ def samples(preset: str, variant: str) -> Path:
     return RESULTS / "sample" / preset / variant / "samples.h5"
 
 
+def sample_part(preset: str, variant: str, shard: int, shards: int) -> Path:
+    return RESULTS / "sample" / preset / variant / f"part-{shard}-of-{shards}.h5"
+
+
+def samples_npz(preset: str, variant: str) -> Path:
+    return RESULTS / "sample" / preset / variant / "samples.npz"
+
+
+def samples_png(preset: str, variant: str) -> Path:
+    return RESULTS / "sample" / preset / variant / "png"
+
+
 def sample_grid(preset: str, variant: str) -> Path:
     return RESULTS / "sample" / preset / variant / "grid.png"
 
@@ -65,6 +81,10 @@ def progress(preset: str, variant: str) -> Path:
 
 def report_dir(preset: str) -> Path:
     return RESULTS / "report" / preset
+
+
+def family_report(preset: str, family: str, ext: str) -> Path:
+    return report_dir(preset) / f"{family}.{ext}"
 
 
 def bench(preset: str) -> Path:

@@ -1,7 +1,9 @@
-"""Report stage: the preset's tables (markdown + CSV + JSON), plots and a README to read.
+"""Report stage: one table, plot and statement per ablation family, and a README to read.
 
-Everything here is read from files the pipeline wrote; the paper's numbers come from
-``heptapod.paper`` and are always labelled as the paper's.
+Each family (paper Table 1, 2, 4 and Fig. 6, 7, 8; ``heptapod.config.FAMILIES``) is written on
+its own (``results/report/<preset>/<family>.{md,csv,json,png}``), so a single paper table can
+be reproduced and published alone; the README gathers them. Everything here is read from files
+the pipeline wrote; the paper's numbers come from ``heptapod.paper``, always labelled as such.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from heptapod import paper, paths  # noqa: E402
-from heptapod.config import Config, load_config, split_run, tokenizer_kind  # noqa: E402
+from heptapod.config import CURVE_FAMILIES, FAMILIES, Config, load_config, split_run, tokenizer_kind  # noqa: E402
 from heptapod.utils.io import atomic_path, git_commit, load_checkpoint, read_json, write_json, write_text  # noqa: E402
 from heptapod.utils.training import read_log  # noqa: E402
 
-PAPER_DEPTH = {0: "31/1", 1: "24/8", 2: "16/16"}  # extreme, 3:1, 1:1 (Table 4, total 32)
+TITLES = {
+    "table1": "Table 1 analogue: sampler and order",
+    "table2": "Table 2 analogue: the headline model",
+    "table4": "Table 4 analogue: backbone / head depth split (total depth fixed)",
+    "fig6": "Fig. 6 analogue: discrete (VQ) vs continuous (KL) tokens, same model size",
+    "fig7": "Fig. 7 analogue: window size w at constant w·n",
+    "fig8": "Fig. 8 analogue: supervision density n at w = N",
+}
 
 
 # ----------------------------------------------------------------------------- collecting
@@ -35,8 +44,9 @@ def run_row(preset: str, run: str) -> dict:
     window = {"global": spec["grid_size"] ** 2, "local": spec["window"], "1d": 1}[spec["head"]]
     return {
         "run": run, "variant": variant, "seed": seed, "head": spec["head"], "order": spec["order"],
-        "tokens": spec.get("tokens", "discrete"),
-        "window": window, "depth": f"{spec['backbone_depth']}/{spec['head_depth']}",
+        "tokens": spec.get("tokens", "discrete"), "window": window,
+        "backbone_depth": spec["backbone_depth"], "head_depth": spec["head_depth"],
+        "depth": f"{spec['backbone_depth']}/{spec['head_depth']}",
         "params_M": ckpt["num_params"] / 1e6, "steps": ckpt["steps"],
         "train_PFLOP": ckpt["train_flops"] / 1e15, "train_min": log[-1]["elapsed_s"] / 60,
         "fid": metrics["fid"], "is": metrics["is"], "kid": metrics["kid"],
@@ -50,16 +60,27 @@ def aggregate(rows: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     out = []
     for v in variants:
         g = rows[rows["variant"] == v]
-        line = {"variant": v, "head": g["head"].iloc[0], "order": g["order"].iloc[0],
-                "tokens": g["tokens"].iloc[0],
-                "window": int(g["window"].iloc[0]), "depth": g["depth"].iloc[0],
-                "params_M": g["params_M"].iloc[0], "steps": int(g["steps"].iloc[0]),
-                "train_PFLOP": g["train_PFLOP"].mean(), "seeds": len(g)}
+        first = g.iloc[0]
+        line = {k: first[k] for k in ("head", "order", "tokens", "depth", "backbone_depth", "head_depth")}
+        line.update(variant=v, window=int(first["window"]), params_M=first["params_M"],
+                    steps=int(first["steps"]), train_PFLOP=g["train_PFLOP"].mean(), seeds=len(g))
         for m in ("fid", "is", "kid"):
             line[m] = g[m].mean()
             line[f"{m}_spread"] = (g[m].max() - g[m].min()) / 2 if len(g) > 1 else float("nan")
         out.append(line)
     return pd.DataFrame(out)
+
+
+def paper_rows(family: str, preset: str, agg: pd.DataFrame) -> list[dict | None]:
+    """The paper's numbers beside each variant, matched by what the run is (None: no counterpart)."""
+    if family == "table1":
+        return [paper.TABLE1.get(paper.table1_key(h, o)) for h, o in zip(agg["head"], agg["order"])]
+    if family == "table4":
+        return [paper.TABLE4.get(paper.table4_key(b, h)) for b, h in zip(agg["backbone_depth"], agg["head_depth"])]
+    if family == "table2":
+        key = paper.table2_key(preset)
+        return [paper.TABLE2[key] if key else None] * len(agg)
+    return [None] * len(agg)
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -82,37 +103,69 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def family_table(agg: pd.DataFrame, extractor: str, paper_cols: dict[str, dict] | None) -> pd.DataFrame:
+def family_table(agg: pd.DataFrame, extractor: str, paper_cols: list[dict | None]) -> pd.DataFrame:
     t = pd.DataFrame({
-        "variant": agg["variant"], "head": agg["head"], "order": agg["order"], "w": agg["window"],
-        "depth (backbone/head)": agg["depth"], "params (M)": agg["params_M"],
+        "variant": agg["variant"], "head": agg["head"], "order": agg["order"], "tokens": agg["tokens"],
+        "w": agg["window"], "depth (backbone/head)": agg["depth"], "params (M)": agg["params_M"],
         "train PFLOP": agg["train_PFLOP"], "seeds": agg["seeds"],
         f"FID ({extractor})": [_pm(m, s) for m, s in zip(agg["fid"], agg["fid_spread"])],
         f"IS ({extractor})": [_pm(m, s) for m, s in zip(agg["is"], agg["is_spread"])],
         f"KID ({extractor})": [_pm(m, s) for m, s in zip(agg["kid"], agg["kid_spread"])],
     })
-    if paper_cols is not None:
-        t["paper FID (ImageNet, Inception)"] = [paper_cols.get(v, {}).get("fid") for v in agg["variant"]]
-        t["paper IS (ImageNet, Inception)"] = [paper_cols.get(v, {}).get("is") for v in agg["variant"]]
+    if any(paper_cols):
+        t["paper FID (ImageNet, Inception)"] = [p["fid"] if p else None for p in paper_cols]
+        t["paper IS (ImageNet, Inception)"] = [p["is"] if p else None for p in paper_cols]
     return t
 
 
-def _order_statement(agg: pd.DataFrame, paper_fid: dict[str, float], what: str) -> str:
-    ours = list(agg.sort_values("fid")["variant"])
-    theirs = sorted(paper_fid, key=paper_fid.get)
-    ours_common = [v for v in ours if v in paper_fid]
-    verdict = "agrees with" if ours_common == [v for v in theirs if v in ours_common] else "DISAGREES with"
-    return (f"{what}: ranking by FID here (best first) is {' < '.join(ours_common)}; paper: "
-            f"{' < '.join(v for v in theirs if v in ours_common)}. This run {verdict} the paper's ordering.")
+# ----------------------------------------------------------------------------- statements
+def _order_statement(agg: pd.DataFrame, paper_cols: list[dict | None], what: str) -> str:
+    matched = [(v, f, p["fid"]) for v, f, p in zip(agg["variant"], agg["fid"], paper_cols) if p]
+    if len(matched) < 2:
+        return f"{what}: fewer than two variants with a paper counterpart; nothing to rank."
+    ours = [v for v, f, _ in sorted(matched, key=lambda m: m[1])]
+    theirs = [v for v, _, p in sorted(matched, key=lambda m: m[2])]
+    verdict = "agrees with" if ours == theirs else "DISAGREES with"
+    return (f"{what}: ranking by FID here (best first) is {' < '.join(ours)}; paper: "
+            f"{' < '.join(theirs)}. This run {verdict} the paper's ordering.")
 
 
-def _trend_statement(agg: pd.DataFrame, key: str, what: str, paper_claim: str) -> str:
-    a = agg.sort_values(key)
+def _density_statement(agg: pd.DataFrame) -> str:
+    a = agg.sort_values("n")
     fids = list(a["fid"])
     monotone = all(x >= y for x, y in zip(fids, fids[1:]))
-    pairs = ", ".join(f"{k}={_fmt(v)}: {_fmt(f)}" for k, v, f in zip([key] * len(a), a[key], fids))
-    return (f"{what} (FID by {key}: {pairs}). Paper: {paper_claim}. Here FID "
-            f"{'improves monotonically' if monotone else 'does not improve monotonically'} with {key}.")
+    pairs = ", ".join(f"n={n}: {_fmt(f)}" for n, f in zip(a["n"], fids))
+    return (f"Fig. 8 (FID by n: {pairs}). Paper: {paper.CLAIMS['fig8']}. Here FID "
+            f"{'improves monotonically' if monotone else 'does not improve monotonically'} with n.")
+
+
+def _window_statement(agg: pd.DataFrame) -> str:
+    base, rest = agg[agg["n"] == 1], agg[agg["n"] > 1]
+    if base.empty or rest.empty:
+        return "Fig. 7: not enough window variants to compare."
+    best_local = rest.sort_values("fid").iloc[0]
+    wins = base["fid"].iloc[0] < best_local["fid"]
+    return (f"Fig. 7: w = N (n = 1) FID {_fmt(base['fid'].iloc[0])} vs best local window "
+            f"{best_local['variant']} FID {_fmt(best_local['fid'])}. Paper: {paper.CLAIMS['fig7']}. "
+            f"Here the global window {'wins' if wins else 'does NOT win'}.")
+
+
+def _tokens_statement(preset: str, runs: list[str]) -> str:
+    if len(runs) < 2:
+        return "Fig. 6: not enough token types to compare."
+    prog = {r: pd.DataFrame(read_json(paths.progress(preset, r))["progress"]) for r in runs}
+    first = {r: p["fid"].iloc[0] for r, p in prog.items()}
+    last = {r: p["fid"].iloc[-1] for r, p in prog.items()}
+    return (f"Fig. 6: best FID at the first snapshot: {min(first, key=first.get)}; at the end: "
+            f"{min(last, key=last.get)}. Paper: {paper.CLAIMS['fig6']}.")
+
+
+def _table2_statement(preset: str, agg: pd.DataFrame, paper_cols: list[dict | None]) -> str:
+    ours = ", ".join(f"{v}: FID {_fmt(f)}, IS {_fmt(i)}" for v, f, i in zip(agg["variant"], agg["fid"], agg["is"]))
+    if paper_cols and paper_cols[0]:
+        return (f"Table 2: {ours}; paper {paper.table2_key(preset)}: FID {paper_cols[0]['fid']}, "
+                f"IS {paper_cols[0]['is']}.")
+    return f"Table 2: {ours}; the paper's ImageNet numbers are listed below for reference, not for comparison."
 
 
 # ----------------------------------------------------------------------------- plots
@@ -129,7 +182,7 @@ def plot_training(preset: str, runs: list[str], out: Path) -> None:
         log = pd.DataFrame(read_log(paths.train_log(preset, run)))
         ax.plot(log["step"], log["loss"].rolling(10, min_periods=1).mean(), label=run, lw=1)
     ax.set_xlabel("training step")
-    ax.set_ylabel("token loss on supervised slots (nats, smoothed)")
+    ax.set_ylabel("token loss on supervised slots (smoothed)")
     ax.set_title(f"Training loss, preset '{preset}'")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
@@ -137,6 +190,7 @@ def plot_training(preset: str, runs: list[str], out: Path) -> None:
 
 
 def plot_progress(preset: str, runs: list[str], title: str, extractor: str, out: Path) -> None:
+    """FID and IS of a family's EMA snapshots vs training sequences seen."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for run in runs:
         prog = pd.DataFrame(read_json(paths.progress(preset, run))["progress"])
@@ -147,6 +201,20 @@ def plot_progress(preset: str, runs: list[str], title: str, extractor: str, out:
         ax.set_ylabel(f"{name} ({extractor})")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, out)
+
+
+def plot_bars(agg: pd.DataFrame, title: str, extractor: str, out: Path) -> None:
+    """FID and IS per variant (error bars: the spread over seeds)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    x = np.arange(len(agg))
+    for ax, metric, name in zip(axes, ("fid", "is"), ("FID", "IS")):
+        spread = agg[f"{metric}_spread"].fillna(0)
+        ax.bar(x, agg[metric], yerr=spread, capsize=4, color="tab:blue", alpha=0.8)
+        ax.set_xticks(x, agg["variant"], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(f"{name} ({extractor})")
+        ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title)
     _save(fig, out)
 
@@ -164,67 +232,109 @@ def plot_samples(preset: str, runs: list[str], out: Path) -> None:
     _save(fig, out)
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- families
+def provenance(preset: str, cfg: Config, extractor: str) -> dict:
+    return {"preset": preset, "commit": git_commit(), "dataset": cfg.data.dataset,
+            "feature_extractor": extractor}
+
+
+def write_family(params_path: str, preset: str, cfg: Config, family: str, out_dir: str | Path) -> dict:
+    """``<family>.md`` (section with statement, table, plot), ``.csv`` (table), ``.json`` (metrics
+    and statement) and ``.png`` (curves for Fig. 6-8, bars for the tables) of one family."""
+    out_dir = Path(out_dir)
+    runs = cfg.workflow.family_runs(family)
+    if not runs:
+        raise ValueError(f"preset '{preset}' lists no runs for family '{family}' (workflow.{FAMILIES[family]})")
+    rows = pd.DataFrame([run_row(preset, r) for r in runs])
+    extractor = rows["extractor"].iloc[0]
+    agg = aggregate(rows, list(dict.fromkeys(rows["variant"])))
+    agg["n"] = [load_config(params_path, preset, v).train.supervision_density for v in agg["variant"]]
+    paper_cols = paper_rows(family, preset, agg)
+    table = family_table(agg, extractor, paper_cols)
+    if family in ("fig7", "fig8"):
+        table["n"] = list(agg["n"])
+    if family == "fig7":
+        table["w*n"] = list(agg["window"] * agg["n"])
+    statement = {
+        "table1": lambda: _order_statement(agg, paper_cols, "Table 1"),
+        "table2": lambda: _table2_statement(preset, agg, paper_cols),
+        "table4": lambda: _order_statement(agg, paper_cols, "Table 4"),
+        "fig6": lambda: _tokens_statement(preset, runs),
+        "fig7": lambda: _window_statement(agg),
+        "fig8": lambda: _density_statement(agg),
+    }[family]()
+    title = TITLES[family] + (f" ({cfg.workflow.seeds} seeds, mean ± half the min–max range)"
+                              if family == "table1" and cfg.workflow.seeds > 1 else "")
+    png = out_dir / f"{family}.png"
+    if family in CURVE_FAMILIES:
+        plot_progress(preset, runs, title, extractor, png)
+    else:
+        plot_bars(agg, title, extractor, png)
+    with atomic_path(out_dir / f"{family}.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    text = f"## {title}\n\n{statement}\n\n{markdown(table)}\n"
+    if family == "table2" and not any(paper_cols):
+        ref = pd.DataFrame([{"model": k, "paper FID": v["fid"], "paper IS": v["is"]}
+                            for k, v in {**paper.TABLE2, **paper.PEERS_TABLE2}.items()])
+        text += f"\nThe paper's Table 2 (ImageNet 256, Inception, no CFG), for reference:\n\n{markdown(ref)}\n"
+    if family == "table4":
+        text += ("\nPaper columns: Heptapod-L w256n1 with depth 31/1, 24/8, 16/16 (total 32), matched by "
+                 "the split's shape (one-layer head, 3:1, 1:1).\n")
+    text += f"\n![{family}]({family}.png)\n"
+    write_text(out_dir / f"{family}.md", text)
+    metrics = {v: {k: _num(line[k]) for k in ("fid", "fid_spread", "is", "is_spread", "kid", "kid_spread",
+                                              "params_M", "train_PFLOP", "seeds")}
+               for v, line in zip(agg["variant"], agg.to_dict("records"))}
+    write_json(out_dir / f"{family}.json", {
+        "family": family, "title": TITLES[family], "statement": statement, "variants": metrics,
+        "paper": {v: p for v, p in zip(agg["variant"], paper_cols) if p},
+        "provenance": provenance(preset, cfg, extractor),
+    })
+    return {"family": family, "runs": len(runs)}
+
+
+def _num(x):
+    """JSON-safe number: NaN (no spread with one seed) becomes null."""
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+# ----------------------------------------------------------------------------- README
 def write_report(params_path: str, preset: str, cfg: Config, out_dir: str | Path) -> dict:
+    """README.md, runs.csv, metrics.json, training curves and samples of every run, from the
+    family files ``write_family`` wrote."""
     out_dir = Path(out_dir)
     wf = cfg.workflow
     runs = wf.runs()
+    families = list(wf.families())
     rows = pd.DataFrame([run_row(preset, r) for r in runs])
     extractor = rows["extractor"].iloc[0]
     kinds = sorted({tokenizer_kind(load_config(params_path, preset, r)) for r in runs}, reverse=True)
     toks = {k: read_json(paths.tokenizer_metrics(preset, k)) for k in kinds}
-    tok = toks["vq"] if "vq" in toks else next(iter(toks.values()))
-    clf = read_json(paths.classifier_metrics(preset))
+    clf = read_json(paths.classifier_metrics(preset)) if extractor == "dataset classifier" else None
     with atomic_path(out_dir / "runs.csv") as tmp:
         rows.to_csv(tmp, index=False)
-
-    t1 = aggregate(rows, wf.table1)
-    depth = aggregate(rows, wf.depth_split)
-    token_types = aggregate(rows, wf.token_types)
-    window = aggregate(rows, wf.window_sweep)
-    density = aggregate(rows, wf.density_sweep)
-    density["n"] = [cfg_n(params_path, preset, v) for v in density["variant"]]
-    window["n"] = [cfg_n(params_path, preset, v) for v in window["variant"]]
-    depth_paper = {v: paper.TABLE4[PAPER_DEPTH[i]] for i, v in enumerate(wf.depth_split) if i in PAPER_DEPTH}
-    tables = {
-        "table1": family_table(t1, extractor, paper.TABLE1),
-        "table4": family_table(depth, extractor, depth_paper),
-        "window": family_table(window, extractor, None).assign(n=list(window["n"]),
-                                                               **{"w*n": list(window["window"] * window["n"])}),
-        "density": family_table(density, extractor, None).assign(n=list(density["n"])),
-        "tokens": family_table(token_types, extractor, None).assign(tokens=list(token_types["tokens"])),
-    }
-    for name, table in tables.items():
-        with atomic_path(out_dir / f"{name}.csv") as tmp:
-            table.to_csv(tmp, index=False)
-
-    provenance = {"preset": preset, "commit": git_commit(), "dataset": cfg.data.dataset,
-                  "feature_extractor": extractor, "classifier_test_accuracy": clf["test_accuracy"]}
+    fam = {f: read_json(out_dir / f"{f}.json") for f in families}
+    prov = {**provenance(preset, cfg, extractor),
+            "classifier_test_accuracy": clf["test_accuracy"] if clf else None}
     write_json(out_dir / "metrics.json", {
-        "provenance": provenance,
+        "provenance": prov,
         "runs": {r["run"]: {k: r[k] for k in ("fid", "is", "kid", "params_M", "train_PFLOP")}
                  for r in rows.to_dict("records")},
         "tokenizers": {k: {m: t[m] for m in ("rfid", "mse", "psnr")} for k, t in toks.items()},
     })
     plot_training(preset, runs, out_dir / "training_curves.png")
-    plot_progress(preset, wf.window_sweep, "Window size at constant w·n (Fig. 7 analogue)", extractor,
-                  out_dir / "fig7_window.png")
-    plot_progress(preset, wf.density_sweep, "Supervision density at w = N (Fig. 8 analogue)", extractor,
-                  out_dir / "fig8_density.png")
-    plot_progress(preset, wf.token_types, "Discrete (VQ) vs continuous (KL) tokens (Fig. 6 analogue)",
-                  extractor, out_dir / "fig6_tokens.png")
     plot_samples(preset, runs, out_dir / "samples.png")
+    for k in toks:
+        with atomic_path(out_dir / f"tokenizer_recon_{k}.png") as tmp:
+            tmp.write_bytes(paths.tokenizer_recon(preset, k).read_bytes())
 
     grid = cfg.data.image_size // cfg.tokenizer.downsample
-    seeds_note = f"{wf.seeds} seeds (mean ± half the min–max range)" if wf.seeds > 1 else "1 seed"
-    statements = [
-        _order_statement(t1, {k: v["fid"] for k, v in paper.TABLE1.items()}, "Table 1"),
-        _order_statement(depth, {v: p["fid"] for v, p in depth_paper.items()}, "Table 4"),
-        _trend_statement(density, "n", "Fig. 8", "FID and IS improve with n"),
-        _window_statement(window),
-        _tokens_statement(preset, wf.token_types),
-    ]
-    total_min = rows["train_min"].sum()
+    extractor_line = (f"{extractor}; its test accuracy {clf['test_accuracy']:.4f}" if clf else extractor)
+    evaluated = ", ".join(f"`{c}`" for c in sorted(set(rows["commit"])))
+    reference = rows["reference"].iloc[0]
+    reference = (f"{int(reference)} held-out test images" if reference == reference and reference is not None
+                 else f"the reference statistics `{cfg.evaluate.reference_stats}`")
     text = f"""# Results: preset `{preset}`
 
 Written by the pipeline (`snakemake --cores all ablations --config preset={preset}`, or
@@ -234,61 +344,33 @@ Written by the pipeline (`snakemake --cores all ablations --config preset={prese
 | key | value |
 |---|---|
 | preset | `{preset}` |
-| commit | `{provenance['commit']}` (report); runs evaluated at {', '.join(f'`{c}`' for c in sorted(set(rows['commit'])))} |
+| commit | `{prov['commit']}` (report); runs evaluated at {evaluated} |
 | dataset | {cfg.data.dataset} ({cfg.data.image_size}x{cfg.data.image_size}, {cfg.data.channels} channel(s)) |
 | tokenizers | {', '.join(kinds)} ({grid}x{grid} grid, N = {grid * grid}) |
-| feature extractor | {extractor}; its test accuracy {clf['test_accuracy']:.4f} |
-| samples / reference | {int(rows['samples'].iloc[0])} class-balanced samples per run vs {int(rows['reference'].iloc[0])} held-out test images |
-| runs | {len(runs)} trained runs, {total_min:.1f} min of training in all (wall time per run in `runs.csv`) |
+| feature extractor | {extractor_line} |
+| samples / reference | {int(rows['samples'].iloc[0])} class-balanced samples per run vs {reference} |
+| runs | {len(runs)} trained runs, {rows['train_min'].sum():.1f} min of training in all (wall time per run in `runs.csv`) |
 
 All FID/IS/KID here are torch-fidelity metrics with the **{extractor}** as feature extractor:
 comparable between rows of this report, not with the paper's Inception numbers on ImageNet
 256, which stand beside ours in labelled columns ({paper.SOURCE}).
 
 ## What agrees with the paper and what does not
-""" + "\n".join(f"- {s}" for s in statements) + f"""
-
-## Table 1 analogue: sampler and order ({seeds_note})
-{markdown(tables['table1'])}
-
-## Table 4 analogue: backbone / head depth split (total depth fixed)
-{markdown(tables['table4'])}
-
-Paper columns: Heptapod-L w256n1 with depth 31/1, 24/8, 16/16 (total 32), matched by position
-(extreme, 3:1, 1:1).
-
-## Fig. 7 analogue: window size w at constant w·n
-{markdown(tables['window'])}
-
-![window sweep](fig7_window.png)
-
-## Fig. 8 analogue: supervision density n at w = N
-{markdown(tables['density'])}
-
-![density sweep](fig8_density.png)
-
-## Fig. 6 analogue: discrete vs continuous tokens (same model size)
-{markdown(tables['tokens'])}
-
-![VQ vs KL](fig6_tokens.png)
-
-## Tokenizers
-{tokenizer_table(toks)}
-
-""" + "\n".join(f"![{k} reconstructions: odd rows test images, even rows reconstructions](tokenizer_recon_{k}.png)"
-               for k in kinds) + f"""
-
+""" + "\n".join(f"- {fam[f]['statement']}" for f in families) + "\n\n"
+    text += "\n".join((out_dir / f"{f}.md").read_text() for f in families)
+    if toks:
+        text += "\n## Tokenizers\n" + tokenizer_table(toks) + "\n\n" + "\n".join(
+            f"![{k} reconstructions: odd rows test images, even rows reconstructions](tokenizer_recon_{k}.png)"
+            for k in toks) + "\n"
+    text += f"""
 ## Training curves
 ![training curves](training_curves.png)
 
 ## Samples (one row per class, first {cfg.sample.grid_rows} classes)
 ![samples of every run](samples.png)
 """
-    for k in kinds:
-        with atomic_path(out_dir / f"tokenizer_recon_{k}.png") as tmp:
-            tmp.write_bytes(paths.tokenizer_recon(preset, k).read_bytes())
     write_text(out_dir / "README.md", text)
-    return {"report": str(out_dir / "README.md"), "runs": len(runs)}
+    return {"report": str(out_dir / "README.md"), "runs": len(runs), "families": families}
 
 
 def tokenizer_table(toks: dict[str, dict]) -> str:
@@ -299,35 +381,6 @@ def tokenizer_table(toks: dict[str, dict]) -> str:
         lines.append(f"| {k} | {t['rfid']:.4g} ({t['extractor']}) | {t['mse']:.4g} | {t['psnr']:.2f} | {used} | "
                      f"{_fmt(t.get('codebook_perplexity'))} | {_fmt(t.get('latent_scale'))} |")
     return "\n".join(lines)
-
-
-def _tokens_statement(preset: str, runs: list[str]) -> str:
-    if len(runs) < 2:
-        return "Fig. 6: not enough token types to compare."
-    prog = {r: pd.DataFrame(read_json(paths.progress(preset, r))["progress"]) for r in runs}
-    first = {r: p["fid"].iloc[0] for r, p in prog.items()}
-    last = {r: p["fid"].iloc[-1] for r, p in prog.items()}
-    early, late = min(first, key=first.get), min(last, key=last.get)
-    return (f"Fig. 6: best FID at the first snapshot: {early}; at the end: {late}. Paper: VQ converges "
-            f"faster early, the VAE ends better (after ~150 epochs at ImageNet scale).")
-
-
-def _window_statement(window: pd.DataFrame) -> str:
-    base = window[window["n"] == 1]
-    rest = window[window["n"] > 1]
-    if base.empty or rest.empty:
-        return "Fig. 7: not enough window variants to compare."
-    best_local = rest.sort_values("fid").iloc[0]
-    wins = base["fid"].iloc[0] < best_local["fid"]
-    return (f"Fig. 7: w = N (n = 1) FID {_fmt(base['fid'].iloc[0])} vs best local window "
-            f"{best_local['variant']} FID {_fmt(best_local['fid'])}. Paper: the larger window wins at "
-            f"equal w·n. Here it {'does' if wins else 'does NOT'}.")
-
-
-def cfg_n(params_path: str, preset: str, variant: str) -> int:
-    from heptapod.config import load_config
-
-    return load_config(params_path, preset, variant).train.supervision_density
 
 
 def write_index(report_readme: str | Path, out: str | Path) -> dict:

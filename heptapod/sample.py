@@ -1,21 +1,31 @@
-"""Sampling stage: class-balanced generation, decoding to images, an HDF5 store and a PNG grid."""
+"""Sampling stage: class-balanced generation in resumable shards, merged into an HDF5 store and a
+PNG grid, and exported as an ADM-style ``.npz`` plus one PNG per sample for external evaluators.
+
+Batch b of a run always holds the same labels and draws from ``step_generator(seed, b)``, so
+the samples do not depend on how the batches are split over shards or jobs (50,000 samples of
+a paper-scale run are spread over GPUs as shards; each resumes from its finished batches).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from heptapod.config import SampleConfig
 from heptapod.data.images import to_uint8
-from heptapod.data.store import write_arrays
+from heptapod.data.store import H5Writer, StoreError, read_arrays
 from heptapod.models.heptapod import Heptapod
+from heptapod.tokenizers.stage import file_sha256, load_tokenizer
 from heptapod.train import load_generator
-from heptapod.tokenizers.stage import load_tokenizer
-from heptapod.utils.io import atomic_path
+from heptapod.utils.blocks import BlockCache, shard_blocks
+from heptapod.utils.io import atomic_dir, atomic_path
 from heptapod.utils.training import batches, progress, step_generator
 
 
@@ -32,15 +42,20 @@ def tokens_to_latents(tokens: torch.Tensor, grid: int) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(len(tokens), -1, grid, grid)
 
 
-def generate(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Tensor, cfg: SampleConfig) -> np.ndarray:
-    """uint8 images (N, C, H, W) for ``labels``; batch b draws from step_generator(seed, b)."""
-    g = model.spec.grid_size
+def generate_batch(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Tensor, cfg: SampleConfig,
+                   batch: int) -> np.ndarray:
+    """uint8 images (B, C, H, W) of batch number ``batch`` (its randomness: step_generator(seed, batch))."""
     device = next(model.parameters()).device
+    tokens = model.sample(labels.to(device), cfg.temperature, step_generator(cfg.seed, batch))
+    return to_uint8(tokenizer.decode(tokens_to_latents(tokens, model.spec.grid_size)))
+
+
+def generate(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Tensor, cfg: SampleConfig) -> np.ndarray:
+    """uint8 images (N, C, H, W) for ``labels``, in memory (snapshot curves, tests)."""
     out = []
     bar = progress(len(labels), desc="sample")
     for b, sl in enumerate(batches(len(labels), cfg.batch_size)):
-        tokens = model.sample(labels[sl].to(device), cfg.temperature, step_generator(cfg.seed, b))
-        out.append(to_uint8(tokenizer.decode(tokens_to_latents(tokens, g))))
+        out.append(generate_batch(model, tokenizer, labels[sl], cfg, b))
         bar.update(sl.stop - sl.start)
     bar.close()
     return np.concatenate(out)
@@ -55,31 +70,68 @@ def save_grid(images: np.ndarray, labels: np.ndarray, rows: int, path: str | Pat
         save_image(grid, tmp)
 
 
-def sample_stage(cfg: SampleConfig, generator_path: str | Path, tokenizer_path: str | Path,
-                 out: str | Path, grid_png: str | Path, device: torch.device | None = None) -> dict:
+def sample_shard(cfg: SampleConfig, generator_path: str | Path, tokenizer_path: str | Path, out: str | Path,
+                 shard: int = 0, shards: int = 1, device: torch.device | None = None) -> dict:
+    """Generate shard ``shard`` of ``shards`` of a run's samples into a part store."""
     device = device or torch.device("cpu")
     model = load_generator(generator_path, cfg.use_ema).to(device)
     tokenizer = load_tokenizer(tokenizer_path).to(device)
     labels = balanced_labels(cfg.num_samples, model.spec.num_classes)
+    slices = list(batches(len(labels), cfg.batch_size))
+    blocks = shard_blocks(len(slices), shard, shards)
+    meta = {"generator": str(generator_path), "generator_sha256": file_sha256(generator_path),
+            "tokenizer_sha256": file_sha256(tokenizer_path), "temperature": cfg.temperature,
+            "use_ema": cfg.use_ema, "seed": cfg.seed}
+    cache = BlockCache(Path(f"{out}.blocks"), json.dumps({"sample": dataclasses.asdict(cfg), **meta,
+                                                         "shard": shard, "shards": shards}, sort_keys=True))
     t0 = time.perf_counter()
-    images = generate(model, tokenizer, labels, cfg)
+    cache.compute(blocks, lambda b: {"images": generate_batch(model, tokenizer, labels[slices[b]], cfg, b)},
+                  lambda b: slices[b].stop - slices[b].start, f"sample {shard + 1}/{shards}")
     seconds = time.perf_counter() - t0
-    write_arrays(out, "samples", {"images": images, "labels": labels.numpy()},
-                 {"generator": str(generator_path), "temperature": cfg.temperature,
-                  "use_ema": cfg.use_ema, "seed": cfg.seed, "seconds": seconds})
-    save_grid(images, labels.numpy(), min(cfg.grid_rows, model.spec.num_classes), grid_png)
-    return {"samples": len(images), "seconds": seconds, "images_per_s": len(images) / seconds}
+    lo = slices[blocks[0]].start if blocks else 0
+    hi = slices[blocks[-1]].stop if blocks else 0
+    images = np.concatenate([cache.load(b)["images"] for b in blocks]) if blocks else np.zeros((0,), np.uint8)
+    with H5Writer(out, "samples-part", {**meta, "shard": shard, "shards": shards, "rows": [lo, hi],
+                                        "seconds": seconds}) as w:
+        w.create("images", images.shape, np.uint8)[...] = images
+        w.create("labels", (hi - lo,), np.int64)[...] = labels[lo:hi].numpy()
+    cache.clear()
+    return {"samples": hi - lo, "seconds": seconds, "images_per_s": (hi - lo) / seconds if seconds else None}
 
 
-def export_npz(samples_path: str | Path, out: str | Path) -> dict:
-    """ADM's sample format: arr_0 (N, H, W, 3) uint8 (gray repeated), arr_1 (N,) class labels."""
-    from heptapod.data.store import read_arrays
+def merge_samples(parts: list[str | Path], out: str | Path, grid_png: str | Path, grid_rows: int) -> dict:
+    """Join the part stores of shards 0..K-1 into the run's samples store and its PNG grid."""
+    images, labels, metas = [], [], []
+    for k, path in enumerate(parts):
+        arrays, meta = read_arrays(path, "samples-part", ("images", "labels"))
+        if (meta["shard"], meta["shards"]) != (k, len(parts)):
+            raise StoreError(f"{path}: holds shard {meta['shard']} of {meta['shards']}, expected {k} of {len(parts)}")
+        if metas and meta["generator_sha256"] != metas[0]["generator_sha256"]:
+            raise StoreError(f"{path}: sampled from another generator than {parts[0]}")
+        images.append(arrays["images"])
+        labels.append(arrays["labels"])
+        metas.append(meta)
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    attrs = {k: v for k, v in metas[0].items() if k not in {"shard", "shards", "rows", "kind", "complete"}}
+    attrs["seconds"] = float(sum(m["seconds"] for m in metas))  # generation time, all shards
+    with H5Writer(out, "samples", attrs) as w:
+        w.create("images", images.shape, np.uint8)[...] = images
+        w.create("labels", labels.shape, np.int64)[...] = labels
+    save_grid(images, labels, min(grid_rows, int(labels.max()) + 1), grid_png)
+    return {"samples": len(images), "parts": len(parts), "generation_s": attrs["seconds"]}
 
+
+def export_samples(samples_path: str | Path, npz_out: str | Path, png_dir: str | Path) -> dict:
+    """ADM's sample format (arr_0 (N, H, W, 3) uint8, gray repeated; arr_1 labels) and one PNG
+    per sample (``<index>_<label>.png``), for evaluators outside the pipeline."""
     arrays, _ = read_arrays(samples_path, "samples", ("images", "labels"))
     images = arrays["images"].transpose(0, 2, 3, 1)
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
-    with atomic_path(out) as tmp:
+    with atomic_path(npz_out) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, arr_0=images, arr_1=arrays["labels"])
+    with atomic_dir(png_dir) as tmp:
+        for i, (img, label) in enumerate(zip(images, arrays["labels"])):
+            Image.fromarray(img).save(tmp / f"{i:06d}_{label}.png")
     return {"samples": len(images), "shape": list(images.shape)}

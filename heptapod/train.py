@@ -176,7 +176,7 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
         done = step + 1
         if main:
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if done % tc.log_every == 0 or done == tc.steps:
                 now = time.perf_counter()
                 steps_per_s = steps_since / (now - t_last)

@@ -1,12 +1,14 @@
 import gzip
 import struct
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
 
 from heptapod.config import DataConfig
-from heptapod.data.images import DataNotFoundError, load_images, prepare, read_idx
+from heptapod.data.images import (DataNotFoundError, ImageSet, center_crop_resize, load_images, prepare,
+                                  read_idx)
 
 
 def write_idx(path, arr):
@@ -17,7 +19,7 @@ def write_idx(path, arr):
 
 def cfg(**kw):
     base = dict(dataset="fashion_mnist", root=None, image_size=32, channels=1, download=False,
-                max_images=None)
+                max_images=None, test_folder="test")
     base.update(kw)
     return DataConfig(**base)
 
@@ -54,13 +56,39 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
         prepare(cfg(root=str(tmp_path)), "train", tmp_path / "x.h5")
 
 
-def test_image_folder(tmp_path):
+def image_folder(root, split="train", size=(40, 50)):
     for c, name in enumerate(["cats", "dogs"]):
-        (tmp_path / "train" / name).mkdir(parents=True)
+        (root / split / name).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(np.full((40, 50, 3), 60 * c + i, np.uint8)).save(tmp_path / "train" / name / f"{i}.png")
+            Image.fromarray(np.full((*size, 3), 60 * c + i, np.uint8)).save(root / split / name / f"{i}.png")
+
+
+def test_image_folder_is_indexed_and_decoded_on_read(tmp_path):
+    image_folder(tmp_path)
     out = tmp_path / "train.h5"
     prepare(cfg(dataset="image_folder", root=str(tmp_path), image_size=16, channels=3), "train", out)
+    with h5py.File(out) as f:  # an index of files, not pixels
+        assert "images" not in f and f["files"][0].decode() == "cats/0.png"
     images, labels, attrs = load_images(out)
-    assert images.shape == (6, 3, 16, 16)
+    assert images.shape == (6, 3, 16, 16) and images.dtype == np.uint8
     assert list(labels) == [0, 0, 0, 1, 1, 1] and list(attrs["class_names"]) == ["cats", "dogs"]
+    assert (images[4] == 61).all()  # dogs/1.png, center-cropped and resized
+    # batched reads in any order, as the latent extraction's loader does them
+    x, y = ImageSet(out).__getitems__([5, 0, 3])
+    assert np.array_equal(x, images[[5, 0, 3]]) and list(y) == [1, 0, 1]
+
+
+def test_image_folder_held_out_split_folder(tmp_path):
+    image_folder(tmp_path, "val")
+    out = tmp_path / "test.h5"
+    prepare(cfg(dataset="image_folder", root=str(tmp_path), image_size=16, channels=3, test_folder="val"),
+            "test", out)
+    assert len(load_images(out)[0]) == 6
+    with pytest.raises(DataNotFoundError, match="image folder not found: .*test"):
+        prepare(cfg(dataset="image_folder", root=str(tmp_path), image_size=16, channels=3), "test", out)
+
+
+def test_center_crop_is_adm_style():
+    im = Image.fromarray(np.arange(600 * 400 * 3, dtype=np.uint32).reshape(400, 600, 3).astype(np.uint8))
+    out = center_crop_resize(im, 100)
+    assert out.size == (100, 100)

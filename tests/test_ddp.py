@@ -1,12 +1,16 @@
 """DDP over 2 gloo processes on CPU gives the single-process gradients and training result."""
+import copy
 import dataclasses
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from heptapod.models.heptapod import Heptapod, ModelSpec
@@ -69,8 +73,12 @@ def test_ddp_equals_single_process(tmp_path, smoke_cfg, latent_store):
 
     one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, grad_accum=1))
     train(one, latent_store, tmp_path / "single_run")
-    a = load_checkpoint(tmp_path / "single_run" / "model.pt", "generator")["state_dict"]
-    b = load_checkpoint(tmp_path / "ddp_run" / "model.pt", "generator")["state_dict"]
+    assert_same_training(tmp_path / "single_run", tmp_path / "ddp_run", steps=3)
+
+
+def assert_same_training(single_dir, ddp_dir, steps):
+    a = load_checkpoint(single_dir / "model.pt", "generator")["state_dict"]
+    b = load_checkpoint(ddp_dir / "model.pt", "generator")["state_dict"]
     width = SPEC.width
     for name in a:
         if name.endswith("attn.qkv.bias"):
@@ -78,6 +86,24 @@ def test_ddp_equals_single_process(tmp_path, smoke_cfg, latent_store):
             # Adam turns float noise there into full-size steps that depend on summation order
             a[name], b[name] = a[name][torch.arange(3 * width) // width != 1], b[name][torch.arange(3 * width) // width != 1]
         assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-4), name
-    log = lambda run: [json.loads(x)["loss"] for x in (tmp_path / run / "log.jsonl").read_text().splitlines()]  # noqa: E731
-    assert len(log("ddp_run")) == 3
-    assert torch.allclose(torch.tensor(log("single_run")), torch.tensor(log("ddp_run")), rtol=1e-5)
+    log = lambda run: [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert len(log(ddp_dir)) == steps
+    assert torch.allclose(torch.tensor(log(single_dir)), torch.tensor(log(ddp_dir)), rtol=1e-5)
+
+
+def test_train_command_launches_torchrun_for_several_processes(tmp_path, params, latent_store):
+    """`heptapod train --nproc 2` (what a multi-GPU train job runs) re-launches itself under
+    torchrun and trains the same model as one process."""
+    smoke = copy.deepcopy(params)
+    smoke["presets"]["smoke"]["model"].update(width=16, num_heads=2)
+    smoke["presets"]["smoke"]["train"].update(steps=3, batch_size=8, ckpt_every=3, log_every=1, supervision_density=2)
+    smoke["presets"]["smoke"]["workflow"]["device"] = "cpu"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(smoke))
+    for nproc, out in ((1, "single"), (2, "ddp")):
+        cmd = [sys.executable, "-m", "heptapod", "train", "--params", str(tmp_path / "params.yaml"),
+               "--preset", "smoke", "--variant", "2d-random", "--threads", "1", "--latents", str(latent_store),
+               "--out-dir", str(tmp_path / out), "--nproc", str(nproc)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HEPTAPOD_NO_PROGRESS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "launching 2 processes" in proc.stderr
+    assert_same_training(tmp_path / "single", tmp_path / "ddp", steps=3)

@@ -8,13 +8,18 @@ import yaml
 from conftest import ROOT
 
 
+PIPELINES = [ROOT / "dvc.yaml", ROOT / "workflow/paper/dvc.yaml"]
+
+
 def dvc_outputs() -> list[str]:
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """Every output path declared in the project's DVC pipelines (relative to the repository root:
+    the paper pipeline runs with wdir at the root)."""
     outs = []
-    for stage in stages.values():
-        body = stage.get("do", stage)
-        for key in ("outs", "metrics", "plots"):
-            outs += [next(iter(o)) if isinstance(o, dict) else o for o in body.get(key, [])]
+    for pipeline in PIPELINES:
+        for stage in yaml.safe_load(pipeline.read_text())["stages"].values():
+            body = stage.get("do", stage)
+            for key in ("outs", "metrics", "plots"):
+                outs += [next(iter(o)) if isinstance(o, dict) else o for o in body.get(key, [])]
     return outs
 
 
@@ -28,8 +33,23 @@ def test_dvc_and_snakemake_never_claim_the_same_outputs():
     assert outs and all(o.startswith("results/dvc/") for o in outs)
 
 
-def test_dvc_reads_the_pipeline():
+def test_dvc_reads_the_pipelines():
+    """One stage per paper table/figure: the embedded default by default, ImageNet on request."""
     proc = subprocess.run([sys.executable, "-m", "dvc", "stage", "list"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "ablations@default" in proc.stdout
+    for family in ("table1", "table2", "table4", "fig6", "fig7", "fig8"):
+        assert f"paper@{family}-default" in proc.stdout
+    assert "report@default" in proc.stdout and "imagenet" not in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "workflow/paper/dvc.yaml"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for stage in ("table1-imagenet-l", "table2-imagenet-b", "table2-imagenet-l", "table2-imagenet-h",
+                  "table4-imagenet-l", "fig6-imagenet-l", "fig7-imagenet-b", "fig8-imagenet-b"):
+        assert f"paper@{stage}" in proc.stdout
+    # every paper stage names a family its preset really lists runs for
+    from heptapod.config import load_params, resolve
+
+    params = load_params(ROOT / "params.yaml")
+    for item in yaml.safe_load((ROOT / "workflow/paper/dvc.yaml").read_text())["stages"]["paper"]["foreach"].values():
+        assert resolve(params, item["preset"]).workflow.family_runs(item["family"]), item

@@ -40,3 +40,17 @@ def test_lock_is_released_after_the_job(tmp_path):
         assert dev == "0"
     with gpu_slot(["0"], tmp_path, timeout_s=1) as dev:
         assert dev == "0"
+
+
+def test_a_multi_gpu_job_takes_all_its_devices_or_waits(tmp_path):
+    with gpu_slot(["0", "1", "2"], tmp_path, timeout_s=1, count=2) as visible:
+        assert visible == "0,1"
+        with gpu_slot(["0", "1", "2"], tmp_path, timeout_s=1) as one:
+            assert one == "2"  # the device the 2-GPU job left free
+        try:  # two devices are not free: wait (here: time out) without holding device 2
+            with gpu_slot(["0", "1", "2"], tmp_path, poll_s=0.05, timeout_s=0.2, count=2):
+                raise AssertionError("got devices that are taken")
+        except TimeoutError:
+            pass
+        with gpu_slot(["0", "1", "2"], tmp_path, timeout_s=1) as one:
+            assert one == "2"

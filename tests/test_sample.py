@@ -2,7 +2,9 @@ import numpy as np
 import torch
 
 from heptapod.data.store import write_arrays
-from heptapod.sample import balanced_labels, export_npz, tokens_to_latents
+from PIL import Image
+
+from heptapod.sample import balanced_labels, export_samples, tokens_to_latents
 
 
 def test_balanced_labels():
@@ -18,10 +20,14 @@ def test_tokens_to_latents_layout():
     assert grid.shape == (2, 3, 4, 4) and torch.equal(grid[1, :, 2, 1], cont[1, 9])
 
 
-def test_export_adm_npz(tmp_path):
+def test_export_adm_npz_and_pngs(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (5, 1, 8, 8)).astype(np.uint8)
-    write_arrays(tmp_path / "s.h5", "samples", {"images": images, "labels": np.arange(5)}, {})
-    export_npz(tmp_path / "s.h5", tmp_path / "s.npz")
+    write_arrays(tmp_path / "s.h5", "samples", {"images": images, "labels": np.arange(5) % 3}, {})
+    export_samples(tmp_path / "s.h5", tmp_path / "s.npz", tmp_path / "png")
     with np.load(tmp_path / "s.npz") as f:
         assert f["arr_0"].shape == (5, 8, 8, 3) and f["arr_0"].dtype == np.uint8
-        assert np.array_equal(f["arr_0"][..., 2], images[:, 0]) and list(f["arr_1"]) == list(range(5))
+        assert np.array_equal(f["arr_0"][..., 2], images[:, 0]) and list(f["arr_1"]) == [0, 1, 2, 0, 1]
+    pngs = sorted((tmp_path / "png").iterdir())
+    assert [p.name for p in pngs] == ["000000_0.png", "000001_1.png", "000002_2.png", "000003_0.png", "000004_1.png"]
+    assert np.array_equal(np.asarray(Image.open(pngs[3]))[..., 0], images[3, 0])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left

@@ -1,8 +1,9 @@
 """Data stage: turn a raw image dataset into an HDF5 image store per split.
 
 Embedded default: Fashion-MNIST (standard IDX files, as shipped by Debian's
-``dataset-fashion-mnist`` package). Any ImageFolder tree (``root/<split>/<class>/*.png``)
-works through the same stage.
+``dataset-fashion-mnist`` package), stored as pixels. Any ImageFolder tree
+(``root/<split>/<class>/*.png``, ImageNet's train/val folders among them) works through the same
+stage; its store is an index of the files, which are decoded and ADM-center-cropped when read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from heptapod.config import DataConfig
-from heptapod.data.store import read_arrays, write_arrays
+from heptapod.data.store import StoreError, attr_value, open_store, read_arrays, write_arrays
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -28,6 +29,7 @@ FASHION_MNIST_FILES = {
 # Where the data may already sit: Debian's package, then torchvision's raw folder layout.
 SEARCH_DIRS = ["/usr/share/datasets/fashion-mnist"]
 SPLITS = ("train", "test")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -90,32 +92,30 @@ def _pad_to(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _image_folder(cfg: DataConfig, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from PIL import Image
+def _image_folder(cfg: DataConfig, split: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """Index of an ImageFolder split: file paths relative to the split folder, labels, classes.
 
+    Images are not decoded here: at ImageNet scale (1.28M files) they are read, center-cropped
+    and encoded in one pass by the latent extraction, in parallel workers.
+    """
     if not cfg.root:
         raise DataNotFoundError("data.root must name the ImageFolder tree for dataset 'image_folder'")
-    folder = Path(cfg.root) / split
+    folder = Path(cfg.root) / (cfg.test_folder if split == "test" else split)
     if not folder.is_dir():
         raise DataNotFoundError(f"image folder not found: {folder} (expected {folder}/<class>/*.png)")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    images, labels = [], []
-    mode = "L" if cfg.channels == 1 else "RGB"
+    files, labels = [], []
     for label, name in enumerate(classes):
         for file in sorted((folder / name).iterdir()):
-            if file.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}:
-                continue
-            with Image.open(file) as im:
-                im = _center_crop_resize(im.convert(mode), cfg.image_size)
-            arr = np.asarray(im, dtype=np.uint8)
-            images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-            labels.append(label)
-    if not images:
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f"{name}/{file.name}")
+                labels.append(label)
+    if not files:
         raise DataNotFoundError(f"no images found under {folder}")
-    return np.stack(images), np.asarray(labels, dtype=np.int64), classes
+    return files, np.asarray(labels, dtype=np.int64), classes
 
 
-def _center_crop_resize(im, size: int):
+def center_crop_resize(im, size: int):
     """ADM-style: downsample by halving while large, then bicubic resize and center crop."""
     from PIL import Image
 
@@ -127,28 +127,97 @@ def _center_crop_resize(im, size: int):
     return im.crop((left, top, left + size, top + size))
 
 
-LOADERS = {"fashion_mnist": _fashion_mnist, "image_folder": _image_folder}
+def read_image_file(path: str | Path, size: int, channels: int) -> np.ndarray:
+    """One image file -> uint8 (C, size, size), ADM center crop."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = center_crop_resize(im.convert("L" if channels == 1 else "RGB"), size)
+    except OSError as exc:
+        raise DataNotFoundError(f"image file unreadable: {path} ({exc})") from exc
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
 def prepare(cfg: DataConfig, split: str, out: str | Path) -> dict:
-    """Write ``out`` (kind 'images'): images (N, C, H, W) uint8 and labels (N,)."""
-    if cfg.dataset not in LOADERS:
-        raise ValueError(f"data.dataset: unknown dataset '{cfg.dataset}' (known: {', '.join(LOADERS)})")
+    """Write ``out`` (kind 'images'): the pixels (N, C, H, W) uint8 of an IDX dataset, or the file
+    index of an ImageFolder split; labels (N,) either way."""
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
-    images, labels, classes = LOADERS[cfg.dataset](cfg, split)
-    images, labels = images[:cfg.max_images], labels[:cfg.max_images]
-    if images.shape[1] != cfg.channels:
-        raise ValueError(f"data.channels is {cfg.channels} but the images have {images.shape[1]}")
-    attrs = {"dataset": cfg.dataset, "split": split, "num_classes": len(classes),
-             "class_names": classes, "image_size": cfg.image_size}
-    write_arrays(out, "images", {"images": images, "labels": labels}, attrs)
-    return {"images": len(images), **attrs}
+    attrs = {"dataset": cfg.dataset, "split": split, "image_size": cfg.image_size, "channels": cfg.channels}
+    if cfg.dataset == "fashion_mnist":
+        images, labels, classes = _fashion_mnist(cfg, split)
+        images, labels = images[:cfg.max_images], labels[:cfg.max_images]
+        if images.shape[1] != cfg.channels:
+            raise ValueError(f"data.channels is {cfg.channels} but the images have {images.shape[1]}")
+        arrays = {"images": images, "labels": labels}
+    elif cfg.dataset == "image_folder":
+        files, labels, classes = _image_folder(cfg, split)
+        files, labels = files[:cfg.max_images], labels[:cfg.max_images]
+        arrays = {"files": np.asarray(files, dtype=object), "labels": labels}
+        attrs["root"] = str((Path(cfg.root) / (cfg.test_folder if split == "test" else split)).resolve())
+    else:
+        raise ValueError(f"data.dataset: unknown dataset '{cfg.dataset}' (known: fashion_mnist, image_folder)")
+    attrs.update(num_classes=len(classes), class_names=classes)
+    write_arrays(out, "images", arrays, attrs)
+    return {"images": len(labels), **{k: v for k, v in attrs.items() if k != "class_names"}}
+
+
+class ImageSet(torch.utils.data.Dataset):
+    """The images of a prepared split as uint8 (C, H, W) arrays, from pixels or from files.
+
+    Batched reads go through ``__getitems__`` (which DataLoader calls with a batch's indices),
+    so a pixel store is read in one piece and files are decoded in the loader's workers. The
+    HDF5 file is opened in whichever process reads first (h5py handles do not survive fork).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with open_store(self.path, "images", ("labels",)) as f:
+            self.attrs = {k: attr_value(v) for k, v in f.attrs.items()}
+            self.labels = f["labels"][:]
+            self.from_files = "files" in f
+            if not self.from_files and "images" not in f:
+                raise StoreError(f"HDF5 store {self.path} lacks dataset(s): images or files")
+        self._data = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _load(self):
+        if self._data is None:
+            name = "files" if self.from_files else "images"
+            arrays, _ = read_arrays(self.path, "images", (name,))
+            self._data = arrays[name]
+        return self._data
+
+    def __getitems__(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        data, idx = self._load(), np.asarray(indices)
+        if self.from_files:
+            root, size, ch = Path(self.attrs["root"]), self.attrs["image_size"], self.attrs["channels"]
+            names = [n.decode() if isinstance(n, bytes) else n for n in data[idx]]
+            images = np.stack([read_image_file(root / n, size, ch) for n in names])
+        else:
+            images = data[idx]
+        return images, self.labels[idx]
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        images, labels = self.__getitems__([i])
+        return images[0], int(labels[0])
+
+
+def batch_as_is(batch):
+    """collate_fn for ImageSet: ``__getitems__`` already returns whole arrays."""
+    return batch
 
 
 def load_images(path: str | Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    arrays, attrs = read_arrays(path, "images", ("images", "labels"), limit)
-    return arrays["images"], arrays["labels"], attrs
+    """All images of a prepared split (or the first ``limit``) in memory: uint8 (N, C, H, W)."""
+    images = ImageSet(path)
+    n = len(images) if limit is None else min(limit, len(images))
+    x, y = images.__getitems__(range(n))
+    return x, y, images.attrs
 
 
 def to_float(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:

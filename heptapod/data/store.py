@@ -31,7 +31,7 @@ class StoreError(RuntimeError):
     """An HDF5 store is missing, corrupt, incomplete or lacks a dataset; names the file."""
 
 
-def _attr_value(v: Any) -> Any:
+def attr_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
@@ -52,6 +52,8 @@ class H5Writer:
 
     def create(self, name: str, shape: tuple, dtype: Any) -> h5py.Dataset:
         chunks = (min(self.chunk_rows, max(shape[0], 1)), *shape[1:])
+        if np.dtype(dtype) == object:  # strings (file names): variable length, uncompressed
+            return self.file.create_dataset(name, shape=shape, dtype=h5py.string_dtype(), chunks=chunks)
         return self.file.create_dataset(
             name, shape=shape, dtype=dtype, chunks=chunks, compression="gzip", compression_opts=4,
             shuffle=True,
@@ -106,7 +108,7 @@ def read_arrays(path: str | Path, kind: str, datasets: tuple[str, ...],
             arrays = {d: f[d][:limit] for d in datasets}
         except OSError as exc:
             raise StoreError(f"HDF5 store {path}: dataset unreadable (corrupt?): {exc}") from exc
-        attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
+        attrs = {k: attr_value(v) for k, v in f.attrs.items()}
     return arrays, attrs
 
 
@@ -127,7 +129,7 @@ class LatentStore:
             raise StoreError(f"HDF5 store {self.path} lacks dataset(s): codes or moments")
         self.codes = self.file[name]  # (N, 2, G, G) codes or (N, 2, 2C, G, G) moments
         self.labels = self.file["labels"]
-        self.attrs = {k: _attr_value(v) for k, v in self.file.attrs.items()}
+        self.attrs = {k: attr_value(v) for k, v in self.file.attrs.items()}
         self.block_rows = self.codes.chunks[0]
         self.num_rows = self.codes.shape[0]
         self.num_blocks = -(-self.num_rows // self.block_rows)

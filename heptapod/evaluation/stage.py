@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +14,20 @@ from heptapod.data.images import load_images
 from heptapod.data.store import read_arrays
 from heptapod.evaluation.fidelity import fidelity_metrics
 from heptapod.tokenizers.stage import load_tokenizer, reconstruct
+from heptapod.utils.device import resolve_device
 from heptapod.utils.io import atomic_path, load_checkpoint, read_json
 
 
 def evaluate_tokenizer(cfg: Config, tokenizer_path: str | Path, test_images: str | Path,
                        classifier_path: str | Path, recon_png: str | Path) -> dict:
-    model = load_tokenizer(tokenizer_path)
+    model = load_tokenizer(tokenizer_path).to(resolve_device(cfg.workflow.device))
     images, _, _ = load_images(test_images, limit=cfg.tokenizer.eval_images)
-    recon, codes = reconstruct(model, images)
+    recon, codes = reconstruct(model, images, cfg.evaluate.batch_size)
     err = (recon.astype(np.float64) - images.astype(np.float64)) / 255.0
     mse = float(np.mean(err ** 2))
-    rfid = fidelity_metrics(recon, images, cfg.evaluate, classifier_path)
+    # rFID compares reconstructions with their originals, never with reference statistics
+    rfid = fidelity_metrics(recon, images, dataclasses.replace(cfg.evaluate, reference_stats=None),
+                            classifier_path)
     out = {"kind": model.spec.kind, "mse": mse, "psnr": float(10 * np.log10(1.0 / mse)),
            "rfid": rfid["fid"], "extractor": rfid["extractor"], "images": len(images),
            "grid_size": int(codes.shape[-1])}
@@ -40,33 +44,38 @@ def evaluate_tokenizer(cfg: Config, tokenizer_path: str | Path, test_images: str
     return out
 
 
-def evaluate_samples(cfg: Config, samples_path: str | Path, test_images: str | Path,
-                     classifier_path: str | Path, classifier_metrics: str | Path) -> dict:
+def reference_images(cfg: Config, test_images: str | Path | None) -> np.ndarray | None:
+    """Held-out real images for FID/KID, or None when ``evaluate.reference_stats`` replaces them."""
+    if cfg.evaluate.reference_stats:
+        return None
+    if test_images is None:
+        raise ValueError("held-out images (--real) are needed when evaluate.reference_stats is not set")
+    return load_images(test_images)[0]
+
+
+def evaluate_samples(cfg: Config, samples_path: str | Path, test_images: str | Path | None,
+                     classifier_path: str | Path | None, classifier_metrics: str | Path | None) -> dict:
     arrays, attrs = read_arrays(samples_path, "samples", ("images", "labels"))
-    real, _, real_attrs = load_images(test_images)
-    metrics = fidelity_metrics(arrays["images"], real, cfg.evaluate, classifier_path)
+    metrics = fidelity_metrics(arrays["images"], reference_images(cfg, test_images), cfg.evaluate,
+                               classifier_path)
     if metrics["extractor"] == "dataset classifier":
         metrics["classifier_test_accuracy"] = read_json(classifier_metrics)["test_accuracy"]
-    metrics["dataset"] = real_attrs["dataset"]
+    metrics["dataset"] = cfg.data.dataset
     metrics["temperature"] = attrs["temperature"]
     return metrics
 
 
 def evaluate_progress(cfg: Config, train_dir: str | Path, tokenizer_path: str | Path,
-                      test_images: str | Path, classifier_path: str | Path) -> list[dict]:
+                      test_images: str | Path | None, classifier_path: str | Path | None) -> list[dict]:
     """FID / IS / KID of the EMA snapshots and the final model: metrics vs training progress."""
-    import dataclasses
-
     from heptapod.sample import balanced_labels, generate
     from heptapod.train import load_generator
-
-    from heptapod.utils.device import resolve_device
 
     device = resolve_device(cfg.workflow.device)
     train_dir = Path(train_dir)
     checkpoints = sorted((train_dir / "snapshots").glob("step-*.pt")) + [train_dir / "model.pt"]
     tokenizer = load_tokenizer(tokenizer_path).to(device)
-    real, _, _ = load_images(test_images)
+    real = reference_images(cfg, test_images)
     sample_cfg = dataclasses.replace(cfg.sample, num_samples=cfg.sample.progress_samples)
     rows = []
     for path in checkpoints:

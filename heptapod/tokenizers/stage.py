@@ -1,20 +1,40 @@
-"""Tokenizer stages: train the VQ tokenizer, report its reconstruction, extract latents to HDF5."""
+"""Tokenizer stages: train (or import) a tokenizer, extract latents to HDF5 in resumable shards."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from heptapod.config import Config, fingerprint
-from heptapod.data.images import load_images, to_float, to_uint8
-from heptapod.data.store import H5Writer
+from heptapod.data.images import ImageSet, batch_as_is, load_images, to_float, to_uint8
+from heptapod.data.store import H5Writer, StoreError, attr_value, open_store
+from heptapod.tokenizers.published import LlamaGenVQConfig, MARKLConfig, build_published, load_published
 from heptapod.tokenizers.vq import TOKENIZERS, TokenizerSpec, build_tokenizer
+from heptapod.utils.blocks import BlockCache, shard_blocks
 from heptapod.utils.io import load_checkpoint, save_checkpoint
 from heptapod.utils.training import Resumable, batches, check_finite, progress, step_generator
+
+PUBLISHED_CONFIGS = {"vq": LlamaGenVQConfig, "kl": MARKLConfig}
+
+
+def import_published(kind: str, path: str | Path, out: str | Path, width: int = 128) -> dict:
+    """Wrap a released checkpoint (LlamaGen VQ, MAR KL) as the pipeline's ``tokenizer.pt``.
+
+    ``width`` is the layout's base channel count: 128 for the released files (``tokenizer.width``
+    of the ImageNet presets); smaller widths build the same layout cheaply for stand-in runs.
+    """
+    model = load_published(kind, path, PUBLISHED_CONFIGS[kind](ch=width))
+    save_checkpoint(out, {"kind": "tokenizer", "spec": model.spec_dict(), "published": kind,
+                          "config": dataclasses.asdict(model.config), "source": str(path),
+                          "source_sha256": file_sha256(path), "state_dict": model.state_dict()})
+    return {"imported": model.layout_name, "from": str(path), "latent_scale": model.latent_scale}
 
 
 def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str | Path) -> dict:
@@ -46,7 +66,7 @@ def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str |
         loss.backward()
         opt.step()
         bar.update()
-        bar.set_postfix(mse=f"{stats['rec_mse']:.4f}")
+        bar.set_postfix(mse=f"{stats['rec_mse']:.4f}", refresh=False)
         if (step + 1) % 200 == 0 and step + 1 < tc.steps:
             state.save(step + 1, {"model": model, "opt": opt})
     bar.close()
@@ -58,8 +78,13 @@ def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str |
 
 
 def load_tokenizer(path: str | Path) -> torch.nn.Module:
+    """A trained or imported tokenizer, in eval mode."""
     ckpt = load_checkpoint(path, "tokenizer")
-    model = build_tokenizer(TokenizerSpec(**ckpt["spec"]))
+    if "published" in ckpt:
+        config = PUBLISHED_CONFIGS[ckpt["published"]](**ckpt["config"])
+        model = build_published(ckpt["published"], config)
+    else:
+        model = build_tokenizer(TokenizerSpec(**ckpt["spec"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 
@@ -74,46 +99,118 @@ def file_sha256(path: str | Path) -> str:
 
 @torch.no_grad()
 def reconstruct(model: torch.nn.Module, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images -> (uint8 reconstructions, codes or scaled latent means)."""
+    """uint8 images -> (uint8 reconstructions, codes or scaled latent means), on the model's device."""
+    device = next(model.parameters()).device
     recon, codes = [], []
     for sl in batches(len(images), batch_size):
-        c = model.encode(to_float(images[sl]))
-        codes.append(c.numpy())
+        c = model.encode(to_float(images[sl]).to(device))
+        codes.append(c.cpu().numpy())
         recon.append(to_uint8(model.decode(c)))
     return np.concatenate(recon), np.concatenate(codes)
 
 
-@torch.no_grad()
-def extract_latents(cfg: Config, tokenizer_path: str | Path, images_path: str | Path,
-                    out: str | Path) -> dict:
-    """Encode every image and its horizontal flip into a latent store (rows shuffled)."""
-    model = load_tokenizer(tokenizer_path)
-    images, labels, attrs = load_images(images_path)
-    n, grid = len(images), images.shape[-1] // model.spec.downsample
-    perm = np.random.default_rng(cfg.latents.seed).permutation(n)
+def latent_meta(model: torch.nn.Module, tokenizer_path: str | Path, images: ImageSet, seed: int) -> dict:
+    """Attributes of a latent store: what produced it and how to read it."""
     discrete = model.spec.kind == "vq"
-    meta = {
+    return {
         "tokenizer": model.spec.kind, "tokenizer_checkpoint": str(tokenizer_path),
-        "tokenizer_sha256": file_sha256(tokenizer_path), "grid_size": grid,
+        "tokenizer_sha256": file_sha256(tokenizer_path),
+        "grid_size": images.attrs["image_size"] // model.spec.downsample,
         "vocab_size": model.spec.codebook_size if discrete else 0,
-        "token_dim": 1 if discrete else model.spec.code_dim, "num_classes": attrs["num_classes"],
-        "latent_scale": model.latent_scale, "dataset": attrs["dataset"], "split": attrs["split"],
-        "row_shuffle_seed": cfg.latents.seed, "views": "image, horizontal flip",
+        "token_dim": 1 if discrete else model.spec.code_dim, "num_classes": images.attrs["num_classes"],
+        "latent_scale": model.latent_scale, "dataset": images.attrs["dataset"],
+        "split": images.attrs["split"], "images_sha256": file_sha256(images.path),
+        "row_shuffle_seed": seed, "views": "image, horizontal flip",
     }
-    # VQ: codes; KL: the posterior moments (mean, log-variance), so training can draw a new
-    # latent from them every time (as MAR's cached latents do)
-    name, dtype = ("codes", np.int16) if discrete else ("moments", np.float32)
-    shape = (n, 2, grid, grid) if discrete else (n, 2, 2 * model.spec.code_dim, grid, grid)
-    encode = model.encode if discrete else model.moments
+
+
+def _latent_layout(meta: dict, n: int) -> tuple[str, tuple, type]:
+    """(dataset name, shape, dtype) of a store's latents. VQ: codes; KL: the posterior moments
+    (mean, log-variance), so training draws a new latent from them every time (as MAR's cache)."""
+    g = meta["grid_size"]
+    if meta["tokenizer"] == "vq":
+        return "codes", (n, 2, g, g), np.int16
+    return "moments", (n, 2, 2 * meta["token_dim"], g, g), np.float32
+
+
+@torch.no_grad()
+def extract_latents(cfg: Config, tokenizer_path: str | Path, images_path: str | Path, out: str | Path,
+                    shard: int = 0, shards: int = 1, device: torch.device | None = None) -> dict:
+    """Encode one shard of a split, every image and its horizontal flip, into a part store.
+
+    Rows are shuffled once (``latents.seed``) and cut into blocks of ``latents.batch_size``;
+    shard k of K takes a contiguous range of blocks, so ``merge_latents`` only concatenates.
+    Finished blocks are kept next to ``out`` until the part is written: a killed job resumes.
+    Images are decoded by ``latents.workers`` loader processes and encoded on ``device``.
+    """
+    device = device or torch.device("cpu")
+    model = load_tokenizer(tokenizer_path).to(device)
+    images = ImageSet(images_path)
+    n, bsz = len(images), cfg.latents.batch_size
+    perm = np.random.default_rng(cfg.latents.seed).permutation(n)
+    meta = latent_meta(model, tokenizer_path, images, cfg.latents.seed)
+    name, _, dtype = _latent_layout(meta, n)
+    encode = model.encode if name == "codes" else model.moments
+
+    def rows(b: int) -> np.ndarray:
+        return perm[b * bsz:(b + 1) * bsz]
+
+    blocks = shard_blocks(-(-n // bsz), shard, shards)
+    cache = BlockCache(Path(f"{out}.blocks"), json.dumps({"latents": dataclasses.asdict(cfg.latents), **meta,
+                                                         "shard": shard, "shards": shards}, sort_keys=True))
+    todo = [b for b in blocks if not cache.done(b)]
+    batches_ = iter(DataLoader(images, batch_sampler=[rows(b) for b in todo], collate_fn=batch_as_is,
+                               num_workers=cfg.latents.workers))
+
+    def encode_block(b: int) -> dict[str, np.ndarray]:
+        x, y = next(batches_)
+        x = to_float(x).to(device)
+        views = torch.stack([encode(x), encode(x.flip(-1))], dim=1)
+        return {"latents": views.cpu().numpy().astype(dtype), "labels": y}
+
     t0 = time.perf_counter()
-    with H5Writer(out, "latents", meta, cfg.latents.chunk_rows) as w:
-        data = w.create(name, shape, dtype)
-        w.create("labels", (n,), np.int64)[...] = labels[perm]
-        bar = progress(n, desc="latents")
-        for sl in batches(n, cfg.latents.batch_size):
-            x = to_float(images[perm[sl]])
-            data[sl] = torch.stack([encode(x), encode(x.flip(-1))], dim=1).numpy().astype(dtype)
-            bar.update(sl.stop - sl.start)
-        bar.close()
+    cache.compute(blocks, encode_block, lambda b: len(rows(b)), f"latents {shard + 1}/{shards}")
     seconds = time.perf_counter() - t0
-    return {"images": n, "grid_size": grid, "seconds": seconds, "images_per_s": n / seconds}
+    lo, hi = (blocks[0] * bsz, min(blocks[-1] * bsz + bsz, n)) if blocks else (0, 0)
+    with H5Writer(out, "latents-part", {**meta, "shard": shard, "shards": shards, "rows": [lo, hi]},
+                  cfg.latents.chunk_rows) as w:
+        _, shape, _ = _latent_layout(meta, hi - lo)
+        data, labels = w.create(name, shape, dtype), w.create("labels", (hi - lo,), np.int64)
+        for b in blocks:
+            block = cache.load(b)
+            sl = slice(b * bsz - lo, b * bsz - lo + len(block["labels"]))
+            data[sl], labels[sl] = block["latents"], block["labels"]
+    cache.clear()
+    encoded = sum(len(rows(b)) for b in todo)
+    return {"images": hi - lo, "grid_size": meta["grid_size"], "seconds": seconds,
+            "images_per_s": encoded / seconds if encoded else None, "device": str(device)}
+
+
+def merge_latents(parts: list[str | Path], out: str | Path, chunk_rows: int) -> dict:
+    """Concatenate the part stores of shards 0..K-1 into one latent store."""
+    metas, names = [], []
+    for k, path in enumerate(parts):
+        with open_store(path, "latents-part", ("labels",)) as f:
+            meta = {key: attr_value(v) for key, v in f.attrs.items()}
+            names.append("codes" if "codes" in f else "moments")
+        if (meta["shard"], meta["shards"]) != (k, len(parts)):
+            raise StoreError(f"{path}: holds shard {meta['shard']} of {meta['shards']}, expected {k} of {len(parts)}")
+        metas.append(meta)
+    for path, meta, before in zip(parts[1:], metas[1:], metas):
+        if any(meta[k] != metas[0][k] for k in ("tokenizer_sha256", "images_sha256", "row_shuffle_seed")):
+            raise StoreError(f"{path}: made from another tokenizer, image store or seed than {parts[0]}")
+        if int(meta["rows"][0]) != int(before["rows"][1]):
+            raise StoreError(f"{path}: rows {list(meta['rows'])} do not follow the previous shard's")
+    n = int(metas[-1]["rows"][1])
+    skip = {"shard", "shards", "rows", "kind", "complete"}
+    meta = {k: v for k, v in metas[0].items() if k not in skip}
+    name, shape, dtype = _latent_layout(meta, n)
+    with H5Writer(out, "latents", meta, chunk_rows) as w:
+        data, labels = w.create(name, shape, dtype), w.create("labels", (n,), np.int64)
+        for path, part in zip(parts, metas):
+            lo, hi = (int(r) for r in part["rows"])
+            with open_store(path, "latents-part", (name, "labels")) as f:
+                for a in range(lo, hi, chunk_rows):  # chunk by chunk: parts may exceed memory
+                    b = min(a + chunk_rows, hi)
+                    data[a:b], labels[a:b] = f[name][a - lo:b - lo], f["labels"][a - lo:b - lo]
+    return {"images": n, "parts": len(parts), "grid_size": meta["grid_size"]}

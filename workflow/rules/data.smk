@@ -1,9 +1,12 @@
 rule prepare_data:
-    """Read a dataset split into an HDF5 image store."""
+    """A dataset split as an HDF5 image store (pixels, or an index of ImageFolder files)."""
     output:
         "results/data/{preset}/{split}.h5",
     params:
         cfg=fp("data"),
+    threads: threads("prepare_data")
+    resources:
+        **resources("prepare_data"),
     log:
         "results/logs/prepare/{preset}-{split}.log",
     shell:
@@ -20,7 +23,9 @@ rule train_classifier:
         metrics="results/classifier/{preset}/metrics.json",
     params:
         cfg=fp("data", "classifier"),
-    threads: 1
+    threads: threads("train_classifier")
+    resources:
+        **resources("train_classifier"),
     log:
         "results/logs/classifier/{preset}.log",
     shell:

@@ -1,23 +1,62 @@
-def kinds(preset, runs):
-    return sorted({tokenizer_kind(resolve(config, preset, r)) for r in runs}, reverse=True)
+def family_outputs(preset, family):
+    """The files of one family's report (none where the preset lists no runs for it)."""
+    if not resolve(config, preset).workflow.family_runs(family):
+        return []
+    return [paths.family_report(preset, family, ext) for ext in ("md", "csv", "json", "png")]
 
 
-def report_inputs(w):
-    wf = resolve(config, w.preset).workflow
-    runs = wf.runs()
-    return {
+def family_inputs(w):
+    cfg = resolve(config, w.preset)
+    runs = cfg.workflow.family_runs(w.family)
+    inputs = {
         "metrics": [paths.eval_metrics(w.preset, r) for r in runs],
         "models": [paths.model(w.preset, r) for r in runs],
         "logs": [paths.train_log(w.preset, r) for r in runs],
+        "progress": [paths.progress(w.preset, r) for r in runs if w.family in CURVE_FAMILIES],
+    }
+    if w.family == "table2":  # the headline runs' samples, also in the formats of the field
+        inputs["export"] = [paths.samples_npz(w.preset, r) for r in runs]
+    return inputs
+
+
+def report_inputs(w):
+    cfg = resolve(config, w.preset)
+    runs = cfg.workflow.runs()
+    kinds = sorted({tokenizer_kind(resolve(config, w.preset, r)) for r in runs}, reverse=True)
+    return {
+        "families": [f for family in cfg.workflow.families() for f in family_outputs(w.preset, family)],
         "grids": [paths.sample_grid(w.preset, r) for r in runs],
-        "progress": [paths.progress(w.preset, r) for r in wf.progress_runs()],
-        "tokenizers": [paths.tokenizer_metrics(w.preset, k) for k in kinds(w.preset, runs)],
-        "recon": [paths.tokenizer_recon(w.preset, k) for k in kinds(w.preset, runs)],
-        "classifier": paths.classifier_metrics(w.preset),
+        "tokenizers": [paths.tokenizer_metrics(w.preset, k) for k in kinds],
+        "recon": [paths.tokenizer_recon(w.preset, k) for k in kinds],
+        "classifier": [] if cfg.evaluate.inception_weights else [paths.classifier_metrics(w.preset)],
     }
 
 
+rule report_family:
+    """Table, plot and paper comparison of one family: results/report/<preset>/<family>.*"""
+    input:
+        unpack(family_inputs),
+    output:
+        md="results/report/{preset}/{family}.md",
+        csv="results/report/{preset}/{family}.csv",
+        json="results/report/{preset}/{family}.json",
+        png="results/report/{preset}/{family}.png",
+    wildcard_constraints:
+        family="|".join(FAMILIES),
+    params:
+        cfg=lambda w: fingerprint(resolve(config, w.preset), "workflow", "data"),
+    threads: 1
+    resources:
+        **resources("report"),
+    log:
+        "results/logs/report/{preset}-{family}.log",
+    shell:
+        "{HEPTAPOD} report-family --preset {wildcards.preset} --family {wildcards.family}"
+        " --out-dir results/report/{wildcards.preset} 2>&1 | tee {log}"
+
+
 rule report:
+    """The preset's README: every family, tokenizers, training curves and samples."""
     input:
         unpack(report_inputs),
     output:
@@ -28,6 +67,9 @@ rule report:
         samples="results/report/{preset}/samples.png",
     params:
         cfg=lambda w: fingerprint(resolve(config, w.preset), "workflow", "data"),
+    threads: 1
+    resources:
+        **resources("report"),
     log:
         "results/logs/report/{preset}.log",
     shell:
@@ -41,6 +83,9 @@ rule index:
         "results/report/default/README.md",
     output:
         "results/README.md",
+    threads: 1
+    resources:
+        **resources("report"),
     log:
         "results/logs/report/index.log",
     shell:
