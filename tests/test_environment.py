@@ -12,4 +12,6 @@ def test_environment_yml_matches_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(pip) == wanted
-    assert any(str(d).startswith("python") for d in env["dependencies"])
+    python = next(str(d) for d in env["dependencies"] if str(d).startswith("python"))
+    floor = project["requires-python"].removeprefix(">=")
+    assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, floor.split(".")))
