@@ -53,7 +53,7 @@ def generate_batch(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Te
 def generate(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Tensor, cfg: SampleConfig) -> np.ndarray:
     """uint8 images (N, C, H, W) for ``labels``, in memory (snapshot curves, tests)."""
     out = []
-    bar = progress(len(labels), desc="sample")
+    bar = progress(len(labels), desc="sample", unit="img")
     for b, sl in enumerate(batches(len(labels), cfg.batch_size)):
         out.append(generate_batch(model, tokenizer, labels[sl], cfg, b))
         bar.update(sl.stop - sl.start)

@@ -151,7 +151,7 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
     stop = min(tc.steps, max_steps if max_steps is not None else tc.steps)
     snapshots = set(snapshot_steps(tc))
     flops = step_flops(model, [x.to(device) for x in training_batch(store, cfg, model, 0)[:4]])
-    bar = progress(tc.steps, start, "train") if main else None
+    bar = progress(tc.steps, start, "train", "step") if main else None
     seqs_per_epoch = store.steps_per_epoch(tc.batch_size) * tc.batch_size
     model.train()
     t_start = t_last = time.perf_counter()

@@ -67,7 +67,7 @@ def train_classifier(cfg: ClassifierConfig, train: tuple[np.ndarray, np.ndarray]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     model.train()
-    bar = progress(cfg.steps, desc="classifier")
+    bar = progress(cfg.steps, desc="classifier", unit="step")
     for _ in range(cfg.steps):
         idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
         x = to_float(images[idx.numpy()])
@@ -193,6 +193,12 @@ def reference_statistics(images: np.ndarray, cfg: EvaluateConfig, classifier_pat
     return {"mu": stats["mu"], "sigma": stats["sigma"], "extractor": label, "images": len(images)}
 
 
+def isc_splits(num_fake: int) -> int:
+    """IS is averaged over 10 splits of the samples (the field's convention); fewer samples than
+    splits would leave empty splits and a NaN score."""
+    return max(1, min(10, num_fake))
+
+
 def fidelity_vs_reference_stats(fake: np.ndarray, cfg: EvaluateConfig, classifier_path) -> dict:
     """FID against ``evaluate.reference_stats`` (an npz with mu and sigma) and IS of ``fake``.
 
@@ -211,9 +217,9 @@ def fidelity_vs_reference_stats(fake: np.ndarray, cfg: EvaluateConfig, classifie
         raise ValueError(f"{path}: statistics of dimension {reference['mu'].shape[0]}, but the "
                          f"{label} gives {stats['mu'].shape[0]} features")
     fid = fid_statistics_to_metric(stats, reference, verbose=False)["frechet_inception_distance"]
-    isc = isc_featuresdict_to_metric(feats, isc_layer, verbose=False)
+    isc = isc_featuresdict_to_metric(feats, isc_layer, verbose=False, isc_splits=isc_splits(len(fake)))
     return {"fid": float(fid), "is": float(isc["inception_score_mean"]),
-            "is_std": float(isc["inception_score_std"]), "kid": float("nan"), "kid_std": float("nan"),
+            "is_std": float(isc["inception_score_std"]), "kid": None, "kid_std": None,
             "extractor": label, "num_fake": len(fake), "num_real": None, "reference": str(path)}
 
 
@@ -229,7 +235,8 @@ def fidelity_metrics(fake: np.ndarray, real: np.ndarray | None, cfg: EvaluateCon
     kid_subset = min(cfg.kid_subset_size, len(fake), len(real))
     m = torch_fidelity.calculate_metrics(
         input1=_Uint8Images(fake), input2=_Uint8Images(real), fid=True, isc=True, kid=True,
-        kid_subset_size=kid_subset, batch_size=cfg.batch_size, cuda=torch.cuda.is_available(),
+        kid_subset_size=kid_subset, isc_splits=isc_splits(len(fake)), batch_size=cfg.batch_size,
+        cuda=torch.cuda.is_available(),
         feature_extractor=extractor, feature_extractor_weights_path=weights, cache=False,
         verbose=False, save_cpu_ram=True,
     )

@@ -52,7 +52,7 @@ def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str |
     state = Resumable(Path(out).with_suffix(".state.pt"), "tokenizer-state",
                       fingerprint(cfg, "data", "tokenizer") + kind)
     start = state.load({"model": model, "opt": opt})
-    bar = progress(tc.steps, start, "tokenizer")
+    bar = progress(tc.steps, start, "tokenizer", "step")
     stats: dict = {}
     t0 = time.perf_counter()
     for step in range(start, tc.steps):

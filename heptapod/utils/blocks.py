@@ -73,14 +73,14 @@ class BlockCache:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def compute(self, blocks: Iterable[int], fn: Callable[[int], dict[str, np.ndarray]],
-                units: Callable[[int], int], desc: str) -> None:
+                units: Callable[[int], int], desc: str, unit: str = "img") -> None:
         """Run ``fn`` on every block not done yet; ``units(block)`` counts it for the progress bar."""
         blocks = list(blocks)
         total = sum(units(b) for b in blocks)
         done = sum(units(b) for b in blocks if self.done(b))
         if done:
             log.info("%s: resuming, %d of %d already done", desc, done, total)
-        bar = progress(total, done, desc)
+        bar = progress(total, done, desc, unit)
         for b in blocks:
             if not self.done(b):
                 self.save(b, fn(b))

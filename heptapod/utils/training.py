@@ -29,10 +29,11 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def progress(total: int, initial: int = 0, desc: str = "") -> tqdm:
-    """A progress bar; when stderr is not a terminal (logs, CI) it prints every 30 s only."""
+def progress(total: int, initial: int = 0, desc: str = "", unit: str = "it") -> tqdm:
+    """A progress bar (with its rate in ``unit``/s); when stderr is not a terminal (logs, CI) it
+    prints every 30 s only."""
     tty = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True,
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, leave=True,
                 mininterval=0.5 if tty else 30.0, disable=os.environ.get("HEPTAPOD_NO_PROGRESS") == "1")
 
 
