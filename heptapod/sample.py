@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from torchvision.utils import make_grid, save_image
 
 from heptapod.config import SampleConfig
 from heptapod.data.images import to_uint8
-from heptapod.data.store import H5Writer, StoreError, read_arrays
+from heptapod.data.store import merge_parts, open_store, write_part
 from heptapod.models.heptapod import Heptapod
 from heptapod.tokenizers.stage import file_sha256, load_tokenizer
 from heptapod.train import load_generator
@@ -61,11 +62,18 @@ def generate(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Tensor, 
     return np.concatenate(out)
 
 
+def grid_rows_of(labels: np.ndarray, rows: int, per_row: int = 10) -> np.ndarray:
+    """Indices of the samples a PNG grid shows: the first ``per_row`` of each of the first
+    ``rows`` classes, class by class (as many per class as the rarest of them has)."""
+    per_row = min(per_row, *(int(np.sum(labels == c)) for c in range(rows)))
+    return np.array([i for c in range(rows) for i in np.flatnonzero(labels == c)[:per_row]])
+
+
 def save_grid(images: np.ndarray, labels: np.ndarray, rows: int, path: str | Path, per_row: int = 10) -> None:
     """PNG grid: one row per class (the first ``rows`` classes), ``per_row`` samples each."""
-    per_row = min(per_row, *(int(np.sum(labels == c)) for c in range(rows)))
-    picked = [i for c in range(rows) for i in np.flatnonzero(labels == c)[:per_row]]
-    grid = make_grid(torch.from_numpy(images[picked]).float() / 255, nrow=per_row, padding=1, pad_value=0.5)
+    picked = grid_rows_of(labels, rows, per_row)
+    grid = make_grid(torch.from_numpy(images[picked]).float() / 255, nrow=len(picked) // rows, padding=1,
+                     pad_value=0.5)
     with atomic_path(path) as tmp:
         save_image(grid, tmp)
 
@@ -84,54 +92,51 @@ def sample_shard(cfg: SampleConfig, generator_path: str | Path, tokenizer_path: 
             "use_ema": cfg.use_ema, "seed": cfg.seed}
     cache = BlockCache(Path(f"{out}.blocks"), json.dumps({"sample": dataclasses.asdict(cfg), **meta,
                                                          "shard": shard, "shards": shards}, sort_keys=True))
+
+    def draw(b: int) -> dict[str, np.ndarray]:
+        return {"images": generate_batch(model, tokenizer, labels[slices[b]], cfg, b),
+                "labels": labels[slices[b]].numpy()}
+
     t0 = time.perf_counter()
-    cache.compute(blocks, lambda b: {"images": generate_batch(model, tokenizer, labels[slices[b]], cfg, b)},
-                  lambda b: slices[b].stop - slices[b].start, f"sample {shard + 1}/{shards}")
+    cache.compute(blocks, draw, lambda b: slices[b].stop - slices[b].start, f"sample {shard + 1}/{shards}")
     seconds = time.perf_counter() - t0
     lo = slices[blocks[0]].start if blocks else 0
     hi = slices[blocks[-1]].stop if blocks else 0
-    images = np.concatenate([cache.load(b)["images"] for b in blocks]) if blocks else np.zeros((0,), np.uint8)
-    with H5Writer(out, "samples-part", {**meta, "shard": shard, "shards": shards, "rows": [lo, hi],
-                                        "seconds": seconds}) as w:
-        w.create("images", images.shape, np.uint8)[...] = images
-        w.create("labels", (hi - lo,), np.int64)[...] = labels[lo:hi].numpy()
+    side = model.spec.grid_size * tokenizer.spec.downsample
+    write_part(out, "samples", {**meta, "seconds": seconds}, shard, shards, (lo, hi),
+               {"images": ((tokenizer.spec.channels, side, side), np.uint8), "labels": ((), np.int64)},
+               ((slices[b].start, cache.load(b)) for b in blocks))
     cache.clear()
     return {"samples": hi - lo, "seconds": seconds, "images_per_s": (hi - lo) / seconds if seconds else None}
 
 
 def merge_samples(parts: list[str | Path], out: str | Path, grid_png: str | Path, grid_rows: int) -> dict:
     """Join the part stores of shards 0..K-1 into the run's samples store and its PNG grid."""
-    images, labels, metas = [], [], []
-    for k, path in enumerate(parts):
-        arrays, meta = read_arrays(path, "samples-part", ("images", "labels"))
-        if (meta["shard"], meta["shards"]) != (k, len(parts)):
-            raise StoreError(f"{path}: holds shard {meta['shard']} of {meta['shards']}, expected {k} of {len(parts)}")
-        if metas and meta["generator_sha256"] != metas[0]["generator_sha256"]:
-            raise StoreError(f"{path}: sampled from another generator than {parts[0]}")
-        images.append(arrays["images"])
-        labels.append(arrays["labels"])
-        metas.append(meta)
-    images, labels = np.concatenate(images), np.concatenate(labels)
-    attrs = {k: v for k, v in metas[0].items() if k not in {"shard", "shards", "rows", "kind", "complete"}}
-    attrs["seconds"] = float(sum(m["seconds"] for m in metas))  # generation time, all shards
-    with H5Writer(out, "samples", attrs) as w:
-        w.create("images", images.shape, np.uint8)[...] = images
-        w.create("labels", labels.shape, np.int64)[...] = labels
-    save_grid(images, labels, min(grid_rows, int(labels.max()) + 1), grid_png)
-    return {"samples": len(images), "parts": len(parts), "generation_s": attrs["seconds"]}
+    attrs, n = merge_parts(parts, out, "samples", ("generator_sha256", "tokenizer_sha256"), summed=("seconds",))
+    with open_store(out, "samples", ("images", "labels")) as f:
+        labels = f["labels"][:]
+        picked = np.sort(grid_rows_of(labels, min(grid_rows, int(labels.max()) + 1)))
+        save_grid(f["images"][picked], labels[picked], min(grid_rows, int(labels.max()) + 1), grid_png)
+    return {"samples": n, "parts": len(parts), "generation_s": attrs["seconds"]}
 
 
-def export_samples(samples_path: str | Path, npz_out: str | Path, png_dir: str | Path) -> dict:
+def export_samples(samples_path: str | Path, npz_out: str | Path, png_dir: str | Path, chunk: int = 1000) -> dict:
     """ADM's sample format (arr_0 (N, H, W, 3) uint8, gray repeated; arr_1 labels) and one PNG
-    per sample (``<index>_<label>.png``), for evaluators outside the pipeline."""
-    arrays, _ = read_arrays(samples_path, "samples", ("images", "labels"))
-    images = arrays["images"].transpose(0, 2, 3, 1)
-    if images.shape[-1] == 1:
-        images = np.repeat(images, 3, axis=-1)
-    with atomic_path(npz_out) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, arr_0=images, arr_1=arrays["labels"])
-    with atomic_dir(png_dir) as tmp:
-        for i, (img, label) in enumerate(zip(images, arrays["labels"])):
-            Image.fromarray(img).save(tmp / f"{i:06d}_{label}.png")
-    return {"samples": len(images), "shape": list(images.shape)}
+    per sample (``<index>_<label>.png``), for evaluators outside the pipeline. Streams in chunks
+    (50,000 ImageNet samples are ~10 GB): the npz's array is assembled in a memory-mapped file."""
+    with open_store(samples_path, "samples", ("images", "labels")) as f, \
+            atomic_dir(png_dir) as pngs, atomic_path(npz_out) as tmp_npz, \
+            tempfile.TemporaryDirectory(dir=Path(npz_out).parent) as scratch:
+        n, _, h, w = f["images"].shape
+        labels = f["labels"][:]
+        arr = np.lib.format.open_memmap(Path(scratch) / "arr_0.npy", mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
+        for lo in range(0, n, chunk):
+            images = f["images"][lo:lo + chunk].transpose(0, 2, 3, 1)
+            arr[lo:lo + len(images)] = images  # a gray channel broadcasts to RGB
+            for i, img in enumerate(arr[lo:lo + len(images)], start=lo):
+                Image.fromarray(img).save(pngs / f"{i:06d}_{labels[i]}.png")
+        arr.flush()
+        with open(tmp_npz, "wb") as out:
+            np.savez(out, arr_0=arr, arr_1=labels)  # numpy writes a memmap to a zip in buffered pieces
+        del arr
+    return {"samples": int(n), "shape": [int(n), int(h), int(w), 3]}

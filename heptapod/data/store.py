@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import h5py
 import numpy as np
@@ -94,7 +94,7 @@ def open_store(path: str | Path, kind: str, datasets: tuple[str, ...]) -> h5py.F
         f.close()
         raise StoreError(f"HDF5 store {path} lacks dataset(s): {', '.join(missing)}")
     n = {f[d].shape[0] for d in datasets}
-    if len(n) != 1:
+    if len(n) > 1:
         f.close()
         raise StoreError(f"HDF5 store {path}: datasets {datasets} differ in length {sorted(n)}")
     return f
@@ -110,6 +110,57 @@ def read_arrays(path: str | Path, kind: str, datasets: tuple[str, ...],
             raise StoreError(f"HDF5 store {path}: dataset unreadable (corrupt?): {exc}") from exc
         attrs = {k: attr_value(v) for k, v in f.attrs.items()}
     return arrays, attrs
+
+
+PART_ATTRS = ("shard", "shards", "rows")  # what a part store adds to its final store's attributes
+
+
+def write_part(out: str | Path, kind: str, attrs: dict, shard: int, shards: int, rows: tuple[int, int],
+               datasets: dict[str, tuple[tuple, Any]], pieces: Iterable[tuple[int, dict[str, np.ndarray]]],
+               chunk_rows: int = 1024) -> None:
+    """One shard's part store (kind '<kind>-part'): rows [lo, hi) of the final store, filled from
+    ``pieces`` (first row, {dataset: array}) one at a time, so a shard need not fit in memory.
+    ``datasets`` maps each name to (shape of one row, dtype)."""
+    lo, hi = rows
+    with H5Writer(out, f"{kind}-part", {**attrs, "shard": shard, "shards": shards, "rows": [lo, hi]},
+                  chunk_rows) as w:
+        outs = {name: w.create(name, (hi - lo, *tail), dtype) for name, (tail, dtype) in datasets.items()}
+        for start, arrays in pieces:
+            for name, arr in arrays.items():
+                outs[name][start - lo:start - lo + len(arr)] = arr
+
+
+def merge_parts(parts: list[str | Path], out: str | Path, kind: str, same: tuple[str, ...],
+                chunk_rows: int = 1024, summed: tuple[str, ...] = ()) -> tuple[dict, int]:
+    """Join the part stores of shards 0..K-1 into one '<kind>' store, chunk by chunk (parts may
+    exceed memory). The parts must be the shards in order, with contiguous rows, and agree on the
+    attributes ``same`` (what produced them); ``summed`` attributes add up over the parts.
+    Returns the merged store's attributes and its row count."""
+    metas: list[dict] = []
+    for k, path in enumerate(parts):
+        with open_store(path, f"{kind}-part", ()) as f:
+            meta = {key: attr_value(v) for key, v in f.attrs.items()}
+            layout = {d: (f[d].shape[1:], f[d].dtype) for d in f}
+        if (meta["shard"], meta["shards"]) != (k, len(parts)):
+            raise StoreError(f"{path}: holds shard {meta['shard']} of {meta['shards']}, expected {k} of {len(parts)}")
+        if metas and any(meta[a] != metas[0][a] for a in same):
+            raise StoreError(f"{path}: made from other inputs ({', '.join(same)}) than {parts[0]}")
+        if metas and int(meta["rows"][0]) != int(metas[-1]["rows"][1]):
+            raise StoreError(f"{path}: rows {list(meta['rows'])} do not follow the previous shard's")
+        metas.append(meta)
+    n = int(metas[-1]["rows"][1])
+    attrs = {k: v for k, v in metas[0].items() if k not in {*PART_ATTRS, "kind", "complete"}}
+    attrs.update({a: float(sum(m[a] for m in metas)) for a in summed})
+    with H5Writer(out, kind, attrs, chunk_rows) as w:
+        outs = {d: w.create(d, (n, *tail), dtype) for d, (tail, dtype) in layout.items()}
+        for path, meta in zip(parts, metas):
+            lo, hi = (int(r) for r in meta["rows"])
+            with open_store(path, f"{kind}-part", tuple(outs)) as f:
+                for a in range(lo, hi, chunk_rows):
+                    b = min(a + chunk_rows, hi)
+                    for d, dataset in outs.items():
+                        dataset[a:b] = f[d][a - lo:b - lo]
+    return attrs, n
 
 
 class LatentStore:

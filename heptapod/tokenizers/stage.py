@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from heptapod.config import Config, fingerprint
 from heptapod.data.images import ImageSet, batch_as_is, load_images, to_float, to_uint8
-from heptapod.data.store import H5Writer, StoreError, attr_value, open_store
+from heptapod.data.store import merge_parts, write_part
 from heptapod.tokenizers.published import LlamaGenVQConfig, MARKLConfig, build_published, load_published
 from heptapod.tokenizers.vq import TOKENIZERS, TokenizerSpec, build_tokenizer
 from heptapod.utils.blocks import BlockCache, shard_blocks
@@ -124,13 +124,14 @@ def latent_meta(model: torch.nn.Module, tokenizer_path: str | Path, images: Imag
     }
 
 
-def _latent_layout(meta: dict, n: int) -> tuple[str, tuple, type]:
-    """(dataset name, shape, dtype) of a store's latents. VQ: codes; KL: the posterior moments
-    (mean, log-variance), so training draws a new latent from them every time (as MAR's cache)."""
+def _latent_layout(meta: dict) -> tuple[str, tuple, type]:
+    """(dataset name, shape of one row, dtype) of a store's latents. VQ: codes; KL: the posterior
+    moments (mean, log-variance), so training draws a new latent from them every time (as MAR's
+    cache). Each row holds the image [0] and its horizontal flip [1]."""
     g = meta["grid_size"]
     if meta["tokenizer"] == "vq":
-        return "codes", (n, 2, g, g), np.int16
-    return "moments", (n, 2, 2 * meta["token_dim"], g, g), np.float32
+        return "codes", (2, g, g), np.int16
+    return "moments", (2, 2 * meta["token_dim"], g, g), np.float32
 
 
 @torch.no_grad()
@@ -149,7 +150,7 @@ def extract_latents(cfg: Config, tokenizer_path: str | Path, images_path: str | 
     n, bsz = len(images), cfg.latents.batch_size
     perm = np.random.default_rng(cfg.latents.seed).permutation(n)
     meta = latent_meta(model, tokenizer_path, images, cfg.latents.seed)
-    name, _, dtype = _latent_layout(meta, n)
+    name, row_shape, dtype = _latent_layout(meta)
     encode = model.encode if name == "codes" else model.moments
 
     def rows(b: int) -> np.ndarray:
@@ -166,20 +167,15 @@ def extract_latents(cfg: Config, tokenizer_path: str | Path, images_path: str | 
         x, y = next(batches_)
         x = to_float(x).to(device)
         views = torch.stack([encode(x), encode(x.flip(-1))], dim=1)
-        return {"latents": views.cpu().numpy().astype(dtype), "labels": y}
+        return {name: views.cpu().numpy().astype(dtype), "labels": y}
 
     t0 = time.perf_counter()
     cache.compute(blocks, encode_block, lambda b: len(rows(b)), f"latents {shard + 1}/{shards}")
     seconds = time.perf_counter() - t0
     lo, hi = (blocks[0] * bsz, min(blocks[-1] * bsz + bsz, n)) if blocks else (0, 0)
-    with H5Writer(out, "latents-part", {**meta, "shard": shard, "shards": shards, "rows": [lo, hi]},
-                  cfg.latents.chunk_rows) as w:
-        _, shape, _ = _latent_layout(meta, hi - lo)
-        data, labels = w.create(name, shape, dtype), w.create("labels", (hi - lo,), np.int64)
-        for b in blocks:
-            block = cache.load(b)
-            sl = slice(b * bsz - lo, b * bsz - lo + len(block["labels"]))
-            data[sl], labels[sl] = block["latents"], block["labels"]
+    write_part(out, "latents", meta, shard, shards, (lo, hi),
+               {name: (row_shape, dtype), "labels": ((), np.int64)},
+               ((b * bsz, cache.load(b)) for b in blocks), cfg.latents.chunk_rows)
     cache.clear()
     encoded = sum(len(rows(b)) for b in todo)
     return {"images": hi - lo, "grid_size": meta["grid_size"], "seconds": seconds,
@@ -188,29 +184,6 @@ def extract_latents(cfg: Config, tokenizer_path: str | Path, images_path: str | 
 
 def merge_latents(parts: list[str | Path], out: str | Path, chunk_rows: int) -> dict:
     """Concatenate the part stores of shards 0..K-1 into one latent store."""
-    metas, names = [], []
-    for k, path in enumerate(parts):
-        with open_store(path, "latents-part", ("labels",)) as f:
-            meta = {key: attr_value(v) for key, v in f.attrs.items()}
-            names.append("codes" if "codes" in f else "moments")
-        if (meta["shard"], meta["shards"]) != (k, len(parts)):
-            raise StoreError(f"{path}: holds shard {meta['shard']} of {meta['shards']}, expected {k} of {len(parts)}")
-        metas.append(meta)
-    for path, meta, before in zip(parts[1:], metas[1:], metas):
-        if any(meta[k] != metas[0][k] for k in ("tokenizer_sha256", "images_sha256", "row_shuffle_seed")):
-            raise StoreError(f"{path}: made from another tokenizer, image store or seed than {parts[0]}")
-        if int(meta["rows"][0]) != int(before["rows"][1]):
-            raise StoreError(f"{path}: rows {list(meta['rows'])} do not follow the previous shard's")
-    n = int(metas[-1]["rows"][1])
-    skip = {"shard", "shards", "rows", "kind", "complete"}
-    meta = {k: v for k, v in metas[0].items() if k not in skip}
-    name, shape, dtype = _latent_layout(meta, n)
-    with H5Writer(out, "latents", meta, chunk_rows) as w:
-        data, labels = w.create(name, shape, dtype), w.create("labels", (n,), np.int64)
-        for path, part in zip(parts, metas):
-            lo, hi = (int(r) for r in part["rows"])
-            with open_store(path, "latents-part", (name, "labels")) as f:
-                for a in range(lo, hi, chunk_rows):  # chunk by chunk: parts may exceed memory
-                    b = min(a + chunk_rows, hi)
-                    data[a:b], labels[a:b] = f[name][a - lo:b - lo], f["labels"][a - lo:b - lo]
-    return {"images": n, "parts": len(parts), "grid_size": meta["grid_size"]}
+    attrs, n = merge_parts(parts, out, "latents", ("tokenizer_sha256", "images_sha256", "row_shuffle_seed"),
+                           chunk_rows)
+    return {"images": n, "parts": len(parts), "grid_size": attrs["grid_size"]}
