@@ -143,3 +143,30 @@ def test_paper_rows_are_matched_by_what_a_run_is():
     assert paper.table1_key("global", "raster") is None  # the extra 2D-raster row has no paper number
     assert [paper.table4_key(*d) for d in ((31, 1), (24, 8), (16, 16), (7, 1), (6, 2), (4, 4))] == \
         ["31/1", "24/8", "16/16"] * 2
+
+
+def test_paper_table_on_a_cluster_plans_the_intended_jobs(tmp_path):
+    """`snakemake table2 --config preset=imagenet-l` (the README's cluster command, dry run, with
+    the preset's paths pointing at files that exist): 8 extraction and 8 sampling shards, one
+    8-GPU training job under torchrun, SLURM resources from params.yaml on every job."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base = params["presets"]["imagenet-b"]  # the L and H presets inherit its paths
+    for section, key in (("tokenizer", "kl_checkpoint"), ("tokenizer", "vq_checkpoint"),
+                         ("evaluate", "inception_weights"), ("evaluate", "reference_stats")):
+        assert base[section][key].startswith("/path/to/")  # placeholders a user replaces once
+        base[section][key] = str(tmp_path / key)
+        (tmp_path / key).touch()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "64", "table2",
+                           "--config", "preset=imagenet-l"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["extract_latents"] == 8 and counts["merge_latents"] == 1  # train split only
+    assert counts["sample"] == 8 and counts["merge_samples"] == 1 and counts["train"] == 1
+    assert "train_classifier" not in counts  # Inception replaces the dataset classifier
+    assert "--nproc 8" in out and "--published" in out
+    assert "gpu=8" in out and "runtime=2880" in out and "cpus_per_task=64" in out
