@@ -63,10 +63,6 @@ def samples_npz(preset: str, variant: str) -> Path:
     return RESULTS / "sample" / preset / variant / "samples.npz"
 
 
-def samples_png(preset: str, variant: str) -> Path:
-    return RESULTS / "sample" / preset / variant / "png"
-
-
 def sample_grid(preset: str, variant: str) -> Path:
     return RESULTS / "sample" / preset / variant / "grid.png"
 
