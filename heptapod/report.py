@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from heptapod import paper, paths  # noqa: E402
-from heptapod.config import CURVE_FAMILIES, FAMILIES, Config, load_config, split_run, tokenizer_kind  # noqa: E402
+from heptapod.config import CURVE_FAMILIES, FAMILIES, Config, load_params, resolve, split_run, tokenizer_kind  # noqa: E402
 from heptapod.utils.io import atomic_path, git_commit, load_checkpoint, read_json, write_json, write_text  # noqa: E402
 from heptapod.utils.training import read_log  # noqa: E402
 
@@ -248,7 +248,8 @@ def write_family(params_path: str, preset: str, cfg: Config, family: str, out_di
     rows = pd.DataFrame([run_row(preset, r) for r in runs])
     extractor = rows["extractor"].iloc[0]
     agg = aggregate(rows, list(dict.fromkeys(rows["variant"])))
-    agg["n"] = [load_config(params_path, preset, v).train.supervision_density for v in agg["variant"]]
+    params = load_params(params_path)  # read and validated once, resolved per variant
+    agg["n"] = [resolve(params, preset, v).train.supervision_density for v in agg["variant"]]
     paper_cols = paper_rows(family, preset, agg)
     table = family_table(agg, extractor, paper_cols)
     if family in ("fig7", "fig8"):
@@ -309,7 +310,8 @@ def write_report(params_path: str, preset: str, cfg: Config, out_dir: str | Path
     families = list(wf.families())
     rows = pd.DataFrame([run_row(preset, r) for r in runs])
     extractor = rows["extractor"].iloc[0]
-    kinds = sorted({tokenizer_kind(load_config(params_path, preset, r)) for r in runs}, reverse=True)
+    params = load_params(params_path)  # read and validated once, resolved per run
+    kinds = sorted({tokenizer_kind(resolve(params, preset, r)) for r in runs}, reverse=True)
     toks = {k: read_json(paths.tokenizer_metrics(preset, k)) for k in kinds}
     clf = read_json(paths.classifier_metrics(preset)) if extractor == "dataset classifier" else None
     with atomic_path(out_dir / "runs.csv") as tmp:

@@ -115,8 +115,9 @@ def merge_samples(parts: list[str | Path], out: str | Path, grid_png: str | Path
     attrs, n = merge_parts(parts, out, "samples", ("generator_sha256", "tokenizer_sha256"), summed=("seconds",))
     with open_store(out, "samples", ("images", "labels")) as f:
         labels = f["labels"][:]
-        picked = np.sort(grid_rows_of(labels, min(grid_rows, int(labels.max()) + 1)))
-        save_grid(f["images"][picked], labels[picked], min(grid_rows, int(labels.max()) + 1), grid_png)
+        rows = min(grid_rows, int(labels.max()) + 1)
+        picked = np.sort(grid_rows_of(labels, rows))
+        save_grid(f["images"][picked], labels[picked], rows, grid_png)
     return {"samples": n, "parts": len(parts), "generation_s": attrs["seconds"]}
 
 
