@@ -98,6 +98,13 @@ class ModelConfig:
     tokens: str = _doc("'discrete' (VQ codes, cross-entropy) or 'continuous' (KL latents, DiffLoss).")
     diffloss_width: int = _doc("Continuous tokens: width of the DiffLoss MLP.")
     diffloss_depth: int = _doc("Continuous tokens: residual blocks of the DiffLoss MLP.")
+    diffloss_train_steps: int = _doc("Continuous tokens: diffusion steps of the DiffLoss training "
+                                     "schedule (MAR: 1000).")
+    diffloss_sample_steps: int = _doc("Continuous tokens: respaced reverse steps per sampled token "
+                                      "(2 .. diffloss_train_steps; MAR: 100).")
+    diffloss_batch_mul: int = _doc("Continuous tokens: noise draws per token in the DiffLoss loss "
+                                   "(MAR's diffusion batch multiplier: 4).")
+    diffloss_schedule: str = _doc("Continuous tokens: DiffLoss noise schedule, 'cosine' (MAR) or 'linear'.")
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,8 @@ class TrainConfig:
     lr: float = _doc("Peak AdamW learning rate.")
     warmup_steps: int = _doc("Linear warm-up steps.")
     lr_schedule: str = _doc("'cosine' (decay to 0 after warm-up) or 'constant'.")
-    weight_decay: float = _doc("AdamW weight decay (not on biases, norms or embeddings).")
+    weight_decay: float = _doc("AdamW weight decay of Linear weight matrices (the model declares the "
+                                "rest, as MAR: biases, norms, embeddings, position tables, DiffLoss).")
     grad_clip: float = _doc("Max global grad norm; 0 disables clipping.")
     ema_decay: float = _doc("EMA decay of the weights used for sampling.")
     supervision_density: int = _doc("n: prefix lengths per sequence at which the head is supervised.")
@@ -118,6 +126,8 @@ class TrainConfig:
     ckpt_every: int = _doc("Steps between resumable checkpoints.")
     snapshots: int = _doc("Evenly spaced EMA snapshots kept for FID-vs-progress curves (0: none).")
     log_every: int = _doc("Steps between metrics-log lines.")
+    val_images: int = _doc("Held-out images scored (EMA weights, one order) at every snapshot and at "
+                           "the end, logged as val_nll_bits / val_diffusion_loss (0: none).")
     seed: int = _doc("Seed for initialisation, data order and all per-step randomness.")
 
 
@@ -144,6 +154,12 @@ class EvaluateConfig:
     )
     kid_subset_size: int = _doc("KID subset size (clipped to the smaller image set).")
     batch_size: int = _doc("Images per feature-extraction batch.")
+    nll_images: int | None = _doc("Held-out images scored for the likelihood (the first rows of the "
+                                  "test latent store, a fixed random subset); null: the whole split.")
+    nll_orders: int = _doc("Generation orders per image for random-order models' likelihood (>= 4).")
+    nll_batch_size: int = _doc("Images per likelihood batch (each runs the head at all N prefixes).")
+    floor_draws: int = _doc("Draws of real train-split images scored against the reference set for "
+                            "the metric's noise floor at the runs' sample counts.")
 
 
 @dataclass(frozen=True)
@@ -182,6 +198,13 @@ class WorkflowConfig:
             return [f"{v}@{s}" if s else v for v in variants for s in range(self.seeds)]
         return list(variants)
 
+    def noise_runs(self, family: str) -> list[str]:
+        """Runs whose seed replicates give a family its seed noise when it has none of its own:
+        Table 1's, when the preset trains them with several seeds."""
+        if family == "table1" or self.seeds < 2 or any("@" in r for r in self.family_runs(family)):
+            return []
+        return self.family_runs("table1")
+
     def families(self) -> dict[str, list[str]]:
         """Family -> its runs, for the families this preset lists any run in."""
         return {f: runs for f in FAMILIES if (runs := self.family_runs(f))}
@@ -219,6 +242,8 @@ class ResourcesConfig:
     sample: RuleResources = _doc("Sampling, per run and shard.")
     evaluate: RuleResources = _doc("FID/IS/KID of a run's samples.")
     progress: RuleResources = _doc("Metrics of a run's snapshots.")
+    likelihood: RuleResources = _doc("Held-out likelihood of a run.")
+    noise_floor: RuleResources = _doc("The metric's own noise: real images vs the reference set.")
     report: RuleResources = _doc("Tables, plots and README.")
     bench: RuleResources = _doc("Throughput benchmark.")
 

@@ -45,13 +45,8 @@ def training_batch(store: LatentStore, cfg: Config, model: Heptapod, step: int):
     codes, labels = store.batch(step, tc.batch_size, tc.seed)  # (B, 2, G, G) or (B, 2, 2C, G, G)
     gen = step_generator(tc.seed, step)
     flip = (torch.rand(len(codes), generator=gen) < tc.flip_prob).long()
-    view = codes[torch.arange(len(codes)), flip]
-    if store.continuous:  # draw a latent from the posterior moments, scale, (B, N, C) raster order
-        mean, logvar = view.chunk(2, dim=1)
-        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen)
-        tokens = (z * store.attrs["latent_scale"]).flatten(2).transpose(1, 2)
-    else:
-        tokens = view.flatten(1)  # (B, N) raster order
+    # continuous tokens: a fresh draw from the posterior moments at every step
+    tokens = store.tokens(codes[torch.arange(len(codes)), flip], gen)
     n_pos = tokens.shape[1]
     if not 1 <= tc.supervision_density <= n_pos:
         raise ValueError(f"train.supervision_density must be in [1, {n_pos}], got {tc.supervision_density}")
@@ -125,10 +120,26 @@ def _distributed(device_name: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
-def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int | None = None) -> dict:
+def validation_record(model: Heptapod, ema: EMA, val_latents: str | Path, cfg: Config) -> dict:
+    """Held-out score of the EMA weights (what sampling uses) on ``train.val_images`` images,
+    one fixed order each: a validation curve that shows overfitting and when training stops moving."""
+    from heptapod.evaluation.likelihood import CONTINUOUS_KEY, heldout_likelihood
+
+    probe = copy.deepcopy(model)
+    probe.load_state_dict(ema.state_dict())
+    res = heldout_likelihood(probe, val_latents, cfg.train.val_images, 1, cfg.evaluate.nll_batch_size)
+    if CONTINUOUS_KEY in res:
+        return {"val_diffusion_loss": res[CONTINUOUS_KEY], "val_images": res["heldout_images"]}
+    return {"val_nll_bits": res["nll_bits_per_token"], "val_images": res["heldout_images"]}
+
+
+def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int | None = None,
+          val_latents: str | Path | None = None) -> dict:
     """Train (or resume) until ``train.steps``; ``max_steps`` stops early (for kill/resume tests).
 
-    Runs as one process or under ``torchrun`` (DDP); rank 0 writes logs and checkpoints.
+    Runs as one process or under ``torchrun`` (DDP); rank 0 writes logs and checkpoints. With
+    ``val_latents`` (the test split's store), the EMA weights are scored on held-out images at
+    every snapshot and at the end (``train.val_images``).
     """
     tc = cfg.train
     out_dir = Path(out_dir)
@@ -192,6 +203,12 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
             if done in snapshots:  # written before the resumable state: a kill never loses one
                 save_checkpoint(out_dir / "snapshots" / f"step-{done:07d}.pt",
                                 _generator_checkpoint(model, ema, done, store, {}))
+            if val_latents is not None and tc.val_images > 0 and (done in snapshots or done == tc.steps):
+                t_val = time.perf_counter()
+                val = validation_record(model, ema, val_latents, cfg)
+                log.write({"step": done, **val, "elapsed_s": log.elapsed0 + t_val - t_start})
+                bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{next(iter(val.values())):.3f}", refresh=False)
+                t_last += time.perf_counter() - t_val  # throughput counts training time only
             if done % tc.ckpt_every == 0 or done == stop:
                 state.save(done, objects)
     if main:

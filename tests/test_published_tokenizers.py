@@ -1,3 +1,5 @@
+import argparse
+
 import pytest
 import torch
 
@@ -98,6 +100,32 @@ def test_vq_file_without_usage_buffer_loads(tmp_path):
     torch.save({"model": state}, tmp_path / "vq.pt")
     loaded = load_published("vq", tmp_path / "vq.pt", SMALL["vq"])
     assert torch.equal(loaded.encode(images()), model.encode(images()))
+
+
+class _Pickled:
+    """A class no loader allow-lists."""
+
+    def __init__(self):
+        self.value = 1
+
+
+def test_vq_file_with_training_args_loads(tmp_path):
+    """LlamaGen's released files carry the training ``args`` (an argparse.Namespace)."""
+    model = randomised("vq")
+    args = argparse.Namespace(vq_model="VQ-16", codebook_size=512, codebook_embed_dim=8, lr=1e-4)
+    torch.save({"model": model.state_dict(), "args": args, "steps": 10}, tmp_path / "vq.pt")
+    loaded = load_published("vq", tmp_path / "vq.pt", SMALL["vq"])
+    assert torch.equal(loaded.encode(images()), model.encode(images()))
+
+
+def test_other_pickled_objects_are_refused_naming_file_and_global(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"model": randomised("vq").state_dict(), "args": argparse.Namespace(a=1),
+                "extra": _Pickled()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_published("vq", path, SMALL["vq"])
+    msg = str(err.value)
+    assert "foreign.pt" in msg and "_Pickled" in msg and "only argparse.Namespace is allowed" in msg
 
 
 def test_missing_file_names_it(tmp_path):

@@ -95,3 +95,21 @@ def test_nan_during_training_stops_the_run(tmp_path, smoke_cfg, latent_store, mo
     monkeypatch.setattr(Heptapod, "loss", poisoned)
     with pytest.raises(FloatingPointError, match="at step 0"):
         train(cfg, latent_store, tmp_path / "run")
+
+
+def test_validation_at_every_snapshot_survives_resume(tmp_path, smoke_cfg, latent_store):
+    """The EMA weights are scored on held-out images at each snapshot and at the end; a resumed
+    run logs the same validation numbers as a straight one."""
+    cfg = cfg_for(smoke_cfg)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, snapshots=2, val_images=6))
+    train(cfg, latent_store, tmp_path / "straight", val_latents=latent_store)
+    train(cfg, latent_store, tmp_path / "resumed", max_steps=3, val_latents=latent_store)
+    train(cfg, latent_store, tmp_path / "resumed", val_latents=latent_store)
+
+    def val(run):
+        log = [json.loads(x) for x in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["val_nll_bits"], r["val_images"]) for r in log if "val_nll_bits" in r]
+
+    assert [s for s, _, _ in val("straight")] == [2, 4, 6]  # snapshots at 2 and 4, and the end
+    assert val("straight") == val("resumed")
+    assert all(0 < v < 10 and n == 6 for _, v, n in val("straight"))

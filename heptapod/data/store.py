@@ -237,6 +237,25 @@ class LatentStore:
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.num_rows // batch_size
 
+    def rows(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes or moments and labels of rows [lo, hi) in file order (held-out evaluation)."""
+        dtype = np.float32 if self.continuous else np.int64
+        try:
+            codes, labels = self.codes[lo:hi].astype(dtype), self.labels[lo:hi].astype(np.int64)
+        except OSError as exc:
+            raise StoreError(f"HDF5 store {self.path}: rows {lo}-{hi} unreadable: {exc}") from exc
+        return torch.from_numpy(codes), torch.from_numpy(labels)
+
+    def tokens(self, view: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One view's codes (B, G, G) -> tokens (B, N) in raster order; or its moments
+        (B, 2C, G, G) -> scaled latents (B, N, C): a posterior draw with ``generator``, else
+        the posterior mean (deterministic, for held-out scores)."""
+        if not self.continuous:
+            return view.flatten(1)
+        mean, logvar = view.chunk(2, dim=1)
+        z = mean if generator is None else mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)
+        return (z * self.attrs["latent_scale"]).flatten(2).transpose(1, 2)
+
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes (B, 2, G, G) or moments (B, 2, 2C, G, G), and labels (B,), of step ``step``."""
         spe = self.steps_per_epoch(batch_size)

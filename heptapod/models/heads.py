@@ -56,7 +56,8 @@ class GlobalHead(nn.Module):
         grid = torch.where(visible[..., None], states, self.mask_token.to(states.dtype))
         return torch.cat([slot0[:, None], grid], dim=1) + self.head_pos
 
-    def train_outputs(self, h: torch.Tensor, order: torch.Tensor, prefix: torch.Tensor):
+    def prefix_slots(self, h: torch.Tensor, order: torch.Tensor, prefix: torch.Tensor):
+        """Slots (B * n, N + 1, D) of every supervised prefix, and which positions are visible."""
         b, n_pos, d = h.shape
         n = prefix.shape[1]
         rank = order.argsort(dim=1)  # (B, N): 0-based step at which each position is generated
@@ -65,6 +66,19 @@ class GlobalHead(nn.Module):
         by_pos = h.gather(1, (rank + 1).clamp(max=n_pos - 1)[..., None].expand(-1, -1, d))
         visible = (rank[:, None, :] < prefix[:, :, None]).reshape(b * n, n_pos)
         slots = self.slots(by_pos.repeat_interleave(n, dim=0), h[:, 0].repeat_interleave(n, dim=0), visible)
+        return slots, visible
+
+    def next_outputs(self, h: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """(B * N, D): row b * N + t is the output at position order[b, t] given the first t
+        tokens; every prefix in one call, the last layer computing only that slot."""
+        b, n_pos, _ = h.shape
+        slots, _ = self.prefix_slots(h, order, torch.arange(n_pos, device=h.device).expand(b, n_pos))
+        return self.net(slots, rows=(order.reshape(-1) + 1)[:, None])[:, 0]
+
+    def train_outputs(self, h: torch.Tensor, order: torch.Tensor, prefix: torch.Tensor):
+        b, n_pos, _ = h.shape
+        n = prefix.shape[1]
+        slots, visible = self.prefix_slots(h, order, prefix)
         out = self.net(slots)[:, 1:]  # (B * n, N, D)
         masked = ~visible
         rows = _rows(b, n, h.device)

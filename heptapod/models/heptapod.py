@@ -56,6 +56,10 @@ class ModelSpec:
     token_dim: int = 1
     diffloss_width: int = 256
     diffloss_depth: int = 3
+    diffloss_train_steps: int = 1000  # defaults: spec dicts of older checkpoints lack these
+    diffloss_sample_steps: int = 100
+    diffloss_batch_mul: int = 4
+    diffloss_schedule: str = "cosine"
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, vocab_size: int, grid_size: int, num_classes: int,
@@ -103,7 +107,9 @@ class Heptapod(nn.Module):
             "local": lambda: LocalHead(spec.grid_size, spec.window, *args),
             "1d": NextTokenHead,
         }[spec.head]()
-        self.out = (DiffLoss(spec.token_dim, d, spec.diffloss_width, spec.diffloss_depth) if continuous
+        self.out = (DiffLoss(spec.token_dim, d, spec.diffloss_width, spec.diffloss_depth,
+                             spec.diffloss_train_steps, spec.diffloss_sample_steps, spec.diffloss_batch_mul,
+                             spec.diffloss_schedule) if continuous
                     else DiscreteOutput(d, spec.vocab_size))
         self.initialize_weights()
 
@@ -120,6 +126,19 @@ class Heptapod(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def no_weight_decay(self) -> set[str]:
+        """Full names of the parameters AdamW leaves undecayed: position tables, mask tokens
+        and queries, embeddings, norms, biases, and all of DiffLoss (as MAR). Only the weight
+        matrices of linear layers outside DiffLoss decay."""
+        skip = set()
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            in_diffloss = isinstance(self.out, DiffLoss) and prefix.startswith("out.")
+            for name, _ in module.named_parameters(recurse=False):
+                if in_diffloss or not (isinstance(module, nn.Linear) and name == "weight"):
+                    skip.add(prefix + name)
+        return skip
 
     # ------------------------------------------------------------------ pieces
     def orders(self, batch: int, generator: torch.Generator | None = None,
@@ -174,6 +193,55 @@ class Heptapod(nn.Module):
     def supervised_count(self, order: torch.Tensor, prefix: torch.Tensor) -> int:
         """Slots a batch supervises, known from the orders and prefixes alone."""
         return self.head.count(order, prefix)
+
+    # ------------------------------------------------------------------ likelihood
+    def next_position_outputs(self, tokens: torch.Tensor, labels: torch.Tensor,
+                              order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head outputs that predict each step's token, for every step of every sequence.
+
+        Returns out (B * N, D) with row b * N + t the output, given the first t tokens of
+        sequence b in ``order``, at the position generated at step t + 1 (the output sampling
+        uses), and the flat target index b * N + position of that row. All N prefixes of a
+        sequence go through the head in one call.
+        """
+        b, n_pos = order.shape
+        if isinstance(self.head, GlobalHead):  # its last layer needs only the next slot
+            seq = tokens[torch.arange(b, device=tokens.device)[:, None], order]
+            h = self.to_head(self.backbone(self.backbone_inputs(seq[:, :-1], order, labels)))
+            target = torch.arange(b, device=order.device)[:, None] * n_pos + order
+            return self.head.next_outputs(h, order), target.flatten()
+        prefix = torch.arange(n_pos, device=order.device).expand(b, n_pos)
+        out, target, seen = self.head_outputs(tokens, labels, order, prefix)
+        row = torch.div(target, n_pos, rounding_mode="floor")
+        # keep the slot of the position generated next; the head also predicts the others
+        keep = target - row * n_pos == order[row, seen]
+        by_step = (row[keep] * n_pos + seen[keep]).argsort()
+        return out[keep][by_step], target[keep][by_step]
+
+    @torch.no_grad()
+    def nll(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """Per-step negative log-likelihood in nats, (B, N), of discrete tokens (B, N) under the
+        given orders: -log p(token at order[t] | tokens at order[:t], class). Its sum over steps
+        is the exact NLL of the autoregressive model under that order, for every head type."""
+        if self.spec.tokens != "discrete":
+            raise ValueError("nll: continuous tokens have no discrete likelihood (use diffusion_loss)")
+        out, target = self.next_position_outputs(tokens, labels, order)
+        logp = self.out.logits(out).double().log_softmax(dim=-1)
+        return -logp.gather(1, tokens.flatten()[target][:, None])[:, 0].view(order.shape)
+
+    @torch.no_grad()
+    def diffusion_loss(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-sequence DiffLoss training loss (B,) of continuous tokens (B, N, C) (noise MSE plus
+        the variational-bound term of the learned variance), taken at every step's next position:
+        the continuous runs' validation loss, not a likelihood."""
+        if self.spec.tokens != "continuous":
+            raise ValueError("diffusion_loss: discrete tokens are scored by nll")
+        out, target = self.next_position_outputs(tokens, labels, order)
+        n_pos, flat = order.shape[1], tokens.flatten(0, 1)
+        return torch.stack([self.out.loss(out[i * n_pos:(i + 1) * n_pos],
+                                          flat[target[i * n_pos:(i + 1) * n_pos]], generator)
+                            for i in range(len(order))])
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

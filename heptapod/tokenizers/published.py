@@ -13,9 +13,10 @@
 Both share the taming/LDM convolutional building blocks (GroupNorm(32, eps 1e-6), swish,
 asymmetric-padding stride-2 downsampling, nearest upsampling + conv); only the module names and
 the decoder's level order differ, and those names *are* the checkpoint format, so each layout
-is described by a ``_Layout`` of names. The released files hold ``{"model": state_dict}``;
-``load_published`` reads them with ``weights_only=True`` and checks every key and shape before
-loading, so a wrong file fails with a message naming it instead of a half-loaded model.
+is described by a ``_Layout`` of names. The released files hold ``{"model": state_dict}``
+(LlamaGen's may add its training ``args``, an ``argparse.Namespace``); ``load_published`` reads
+them with ``weights_only=True``, that one class allow-listed, and checks every key and shape
+before loading, so a wrong file fails with a message naming it instead of a half-loaded model.
 
 The objects follow the project's tokenizer interface (``heptapod.tokenizers.vq``): images in
 [-1, 1] as (B, 3, H, W), a ``TokenizerSpec`` in ``spec``, ``latent_scale``, and
@@ -24,8 +25,11 @@ The objects follow the project's tokenizer interface (``heptapod.tokenizers.vq``
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
+import pickle
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,11 +389,35 @@ def _first(names: list[str], n: int = 5) -> str:
     return shown + (f", ... ({len(names) - n} more)" if len(names) > n else "")
 
 
+# The only non-tensor object a released file may hold: LlamaGen saves its training ``args``.
+_ALLOWED_GLOBALS = (argparse.Namespace,)
+
+
+def _read_published(kind: str, path: Path) -> object:
+    """``torch.load`` with ``weights_only=True`` and only ``_ALLOWED_GLOBALS`` allow-listed."""
+    try:
+        with torch.serialization.safe_globals(list(_ALLOWED_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"GLOBAL (\S+)", str(exc))
+        if refused is None:  # not a refused class: a damaged or foreign file
+            raise CheckpointError(f"published {kind} checkpoint {path} is corrupt or unreadable "
+                                  f"with weights_only=True: {exc}") from exc
+        allowed = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in _ALLOWED_GLOBALS)
+        raise CheckpointError(f"published {kind} checkpoint {path} holds a pickled {refused.group(1)}, "
+                              f"which weights_only loading refused; only {allowed} is allowed "
+                              f"besides tensors and plain containers") from exc
+    except Exception as exc:  # truncated files, foreign formats
+        raise CheckpointError(f"published {kind} checkpoint {path} is corrupt or unreadable "
+                              f"with weights_only=True: {exc}") from exc
+
+
 def load_published(kind: str, path: str | Path,
                    config: LlamaGenVQConfig | MARKLConfig | None = None) -> nn.Module:
     """Load a released checkpoint ``{"model": state_dict}`` into its architecture, in eval mode.
 
-    The file is read with ``weights_only=True`` (no code from the file runs). Every key and
+    The file is read with ``weights_only=True`` (no code from the file runs; the one class
+    allowed beyond tensors and containers is ``argparse.Namespace``). Every key and
     shape is checked before loading; any mismatch raises ``CheckpointError`` naming the file
     and the first offending keys. ``config`` selects a non-published size (tests).
     """
@@ -397,11 +425,7 @@ def load_published(kind: str, path: str | Path,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"published {kind} checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated files, foreign formats, pickled objects refused by weights_only
-        raise CheckpointError(f"published {kind} checkpoint {path} is corrupt or unreadable "
-                              f"with weights_only=True: {exc}") from exc
+    obj = _read_published(kind, path)
     if not isinstance(obj, Mapping) or not isinstance(obj.get("model"), Mapping):
         found = f"keys {_first(sorted(map(str, obj)))}" if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(f"published {kind} checkpoint {path} has no 'model' state dict "

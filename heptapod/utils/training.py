@@ -136,12 +136,24 @@ class EMA:
         self.shadow = {k: v.to(self.shadow[k].device).clone() for k, v in state.items()}
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DistributedDataParallel (``module``) and torch.compile (``_orig_mod``)."""
+    for attr in ("_orig_mod", "module", "_orig_mod"):  # compile(DDP(m)) or DDP(compile(m))
+        inner = getattr(model, attr, None)
+        if isinstance(inner, torch.nn.Module):
+            model = inner
+    return model
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms, embeddings and other vector parameters."""
+    """AdamW groups: decayed and not. A model that declares ``no_weight_decay()`` (full parameter
+    names) decides itself; otherwise every parameter with fewer than 2 dimensions is undecayed."""
+    model = unwrap(model)  # wrappers prefix the names ("module.", "_orig_mod.")
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else None
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        is_embedding = name.endswith("emb.weight") or name in {"pos_emb", "head_pos", "mask_token"}
-        (decay if p.ndim >= 2 and not is_embedding else no_decay).append(p)
+        undecayed = name in skip if skip is not None else p.ndim < 2
+        (no_decay if undecayed else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
