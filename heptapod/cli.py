@@ -22,7 +22,7 @@ from heptapod.data.store import StoreError
 from heptapod.utils.io import CheckpointError, git_commit, write_json
 
 log = logging.getLogger("heptapod")
-GPU_STAGES = {"train", "sample", "progress", "extract-latents", "evaluate", "evaluate-tokenizer", "bench"}  # take a HEPTAPOD_GPUS device
+GPU_STAGES = {"train", "sample", "progress", "likelihood", "noise-floor", "extract-latents", "evaluate", "evaluate-tokenizer", "bench"}  # take a HEPTAPOD_GPUS device
 
 
 def _common(p: argparse.ArgumentParser, variant: bool = False) -> None:
@@ -93,7 +93,7 @@ def cmd_train(args, cfg) -> dict:
         return launch_ddp(args.nproc, args.argv)
     from heptapod.train import train
 
-    return train(cfg, args.latents, args.out_dir, max_steps=args.max_steps)
+    return train(cfg, args.latents, args.out_dir, max_steps=args.max_steps, val_latents=args.val_latents)
 
 
 class LaunchError(RuntimeError):
@@ -142,6 +142,26 @@ def cmd_evaluate(args, cfg) -> dict:
     out = evaluate_samples(cfg, args.samples, args.real, args.classifier, args.classifier_metrics)
     write_json(args.out, {**out, **_provenance(args, cfg)})
     return out
+
+
+def cmd_likelihood(args, cfg) -> dict:
+    from heptapod.evaluation.likelihood import heldout_likelihood
+    from heptapod.train import load_generator
+    from heptapod.utils.device import resolve_device
+
+    ev = cfg.evaluate
+    model = load_generator(args.model, cfg.sample.use_ema).to(resolve_device(cfg.workflow.device))
+    out = heldout_likelihood(model, args.latents, ev.nll_images, ev.nll_orders, ev.nll_batch_size)
+    write_json(args.out, {**out, "weights": "EMA" if cfg.sample.use_ema else "training", **_provenance(args, cfg)})
+    return {k: v for k, v in out.items() if not k.endswith("by_order")}
+
+
+def cmd_noise_floor(args, cfg) -> dict:
+    from heptapod.evaluation.stage import noise_floor
+
+    out = noise_floor(cfg, args.train, args.real, args.classifier)
+    write_json(args.out, {**out, **_provenance(args, cfg)})
+    return {str(k): v["fid_sd"] for k, v in out["by_count"].items()}
 
 
 def cmd_progress(args, cfg) -> dict:
@@ -292,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latents", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this step (resume later)")
+    p.add_argument("--val-latents", default=None, help="test latent store: held-out score at every "
+                   "snapshot (train.val_images); none: no validation")
     p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) of one DDP run; >1 launches "
                    "torchrun (default 1)")
     p = add("sample", cmd_sample, "generate one shard of a run's class-balanced samples", variant=True)
@@ -312,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(a, required=True)
     _reference_args(p)
     p.add_argument("--classifier-metrics", default=None)
+    p = add("likelihood", cmd_likelihood, "held-out NLL in bits/token (discrete) or validation "
+            "diffusion loss (continuous) of a run", variant=True)
+    for a in ("--model", "--latents", "--out"):
+        p.add_argument(a, required=True)
+    p = add("noise-floor", cmd_noise_floor, "FID / IS / KID of real train images vs the reference set "
+            "at the runs' sample counts: the metric's own noise")
+    p.add_argument("--train", required=True, help="train-split image store (the 'samples' of the floor)")
+    p.add_argument("--out", required=True)
+    _reference_args(p)
     p = add("progress", cmd_progress, "FID / IS / KID of a run's snapshots (metrics vs training)",
             variant=True)
     for a in ("--train-dir", "--tokenizer", "--out"):

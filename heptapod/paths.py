@@ -71,6 +71,14 @@ def eval_metrics(preset: str, variant: str) -> Path:
     return RESULTS / "evaluate" / preset / variant / "metrics.json"
 
 
+def likelihood(preset: str, variant: str) -> Path:
+    return RESULTS / "evaluate" / preset / variant / "likelihood.json"
+
+
+def noise_floor(preset: str) -> Path:
+    return RESULTS / "evaluate" / preset / "noise_floor.json"
+
+
 def progress(preset: str, variant: str) -> Path:
     return RESULTS / "evaluate" / preset / variant / "progress.json"
 

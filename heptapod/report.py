@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from heptapod import paper, paths  # noqa: E402
+from heptapod import paper, paths, verdicts  # noqa: E402
 from heptapod.config import CURVE_FAMILIES, FAMILIES, Config, load_params, resolve, split_run, tokenizer_kind  # noqa: E402
 from heptapod.utils.io import atomic_path, git_commit, load_checkpoint, read_json, write_json, write_text  # noqa: E402
 from heptapod.utils.training import read_log  # noqa: E402
@@ -35,11 +35,17 @@ TITLES = {
 
 
 # ----------------------------------------------------------------------------- collecting
+def _nan(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
 def run_row(preset: str, run: str) -> dict:
     metrics = read_json(paths.eval_metrics(preset, run))
+    lik = read_json(paths.likelihood(preset, run))
     ckpt = load_checkpoint(paths.model(preset, run), "generator")
     spec = ckpt["spec"]
     log = read_log(paths.train_log(preset, run))
+    val = [r for r in log if "val_nll_bits" in r or "val_diffusion_loss" in r]
     variant, seed = split_run(run)
     window = {"global": spec["grid_size"] ** 2, "local": spec["window"], "1d": 1}[spec["head"]]
     return {
@@ -50,13 +56,19 @@ def run_row(preset: str, run: str) -> dict:
         "params_M": ckpt["num_params"] / 1e6, "steps": ckpt["steps"],
         "train_PFLOP": ckpt["train_flops"] / 1e15, "train_min": log[-1]["elapsed_s"] / 60,
         "fid": metrics["fid"], "is": metrics["is"], "kid": metrics["kid"],
-        "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
+        "nll": _nan(lik.get("nll_bits_per_token")), "nll_se": _nan(lik.get("nll_bits_per_token_se")),
+        "nll_order_sd": _nan(lik.get("nll_bits_per_token_order_sd")),
+        "dloss": _nan(lik.get("val_diffusion_loss")), "heldout_images": lik["heldout_images"],
+        "val_points": len(val), "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
         "commit": metrics.get("commit", "unknown"),  # the code that evaluated this run
     }
 
 
+METRICS = ("fid", "is", "kid", "nll", "dloss")
+
+
 def aggregate(rows: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
-    """One line per variant: mean and spread (half the min-max range) over its seeds."""
+    """One line per variant: mean and standard deviation over its seeds (NaN for one seed)."""
     out = []
     for v in variants:
         g = rows[rows["variant"] == v]
@@ -64,9 +76,11 @@ def aggregate(rows: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
         line = {k: first[k] for k in ("head", "order", "tokens", "depth", "backbone_depth", "head_depth")}
         line.update(variant=v, window=int(first["window"]), params_M=first["params_M"],
                     steps=int(first["steps"]), train_PFLOP=g["train_PFLOP"].mean(), seeds=len(g))
-        for m in ("fid", "is", "kid"):
+        for m in METRICS:
             line[m] = g[m].mean()
-            line[f"{m}_spread"] = (g[m].max() - g[m].min()) / 2 if len(g) > 1 else float("nan")
+            line[f"{m}_sd"] = g[m].std(ddof=1) if len(g) > 1 else float("nan")
+        line["nll_se"] = float(np.sqrt((g["nll_se"] ** 2).mean() / len(g)))  # of the seed mean
+        line["nll_order_sd"] = g["nll_order_sd"].mean()
         out.append(line)
     return pd.DataFrame(out)
 
@@ -92,8 +106,8 @@ def _fmt(x) -> str:
     return str(x)
 
 
-def _pm(mean: float, spread: float) -> str:
-    return _fmt(mean) if math.isnan(spread) else f"{mean:.4g} ± {spread:.2g}"
+def _pm(mean: float, sd: float) -> str:
+    return _fmt(mean) if math.isnan(sd) else f"{mean:.4g} ± {sd:.2g}"
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -108,10 +122,14 @@ def family_table(agg: pd.DataFrame, extractor: str, paper_cols: list[dict | None
         "variant": agg["variant"], "head": agg["head"], "order": agg["order"], "tokens": agg["tokens"],
         "w": agg["window"], "depth (backbone/head)": agg["depth"], "params (M)": agg["params_M"],
         "train PFLOP": agg["train_PFLOP"], "seeds": agg["seeds"],
-        f"FID ({extractor})": [_pm(m, s) for m, s in zip(agg["fid"], agg["fid_spread"])],
-        f"IS ({extractor})": [_pm(m, s) for m, s in zip(agg["is"], agg["is_spread"])],
-        f"KID ({extractor})": [_pm(m, s) for m, s in zip(agg["kid"], agg["kid_spread"])],
+        f"FID ({extractor})": [_pm(m, s) for m, s in zip(agg["fid"], agg["fid_sd"])],
+        f"IS ({extractor})": [_pm(m, s) for m, s in zip(agg["is"], agg["is_sd"])],
+        f"KID ({extractor})": [_pm(m, s) for m, s in zip(agg["kid"], agg["kid_sd"])],
+        "NLL (bits/token, test)": [_pm(m, s) for m, s in zip(agg["nll"], agg["nll_sd"])],
+        "NLL SD over orders": list(agg["nll_order_sd"]),
     })
+    if agg["dloss"].notna().any():  # not a likelihood: its own column
+        t["val diffusion loss (not NLL)"] = [_pm(m, s) for m, s in zip(agg["dloss"], agg["dloss_sd"])]
     if any(paper_cols):
         t["paper FID (ImageNet, Inception)"] = [p["fid"] if p else None for p in paper_cols]
         t["paper IS (ImageNet, Inception)"] = [p["is"] if p else None for p in paper_cols]
@@ -119,53 +137,105 @@ def family_table(agg: pd.DataFrame, extractor: str, paper_cols: list[dict | None
 
 
 # ----------------------------------------------------------------------------- statements
-def _order_statement(agg: pd.DataFrame, paper_cols: list[dict | None], what: str) -> str:
-    matched = [(v, f, p["fid"]) for v, f, p in zip(agg["variant"], agg["fid"], paper_cols) if p]
+def family_noise(rows: pd.DataFrame, seed_rows: pd.DataFrame | None, floor: dict | None,
+                 samples: int) -> dict[str, verdicts.Noise]:
+    """The noise of each metric for one family: seed SD pooled over the family's own seed
+    replicates (else over ``seed_rows``, Table 1's), floor SD at the runs' sample count."""
+    own = verdicts.seed_noise(rows, METRICS)
+    other = verdicts.seed_noise(seed_rows, METRICS) if seed_rows is not None else {}
+    at = (floor or {}).get("by_count", {}).get(str(samples), {})
+    return {m: verdicts.Noise(own[m] if own[m] is not None else other.get(m), at.get(f"{m}_sd"))
+            for m in METRICS}
+
+
+def _judge(agg: pd.DataFrame, better: str, worse: str, metric: str, noise: dict) -> tuple[str, str]:
+    """Verdict of 'better beats worse' on one metric, and a short account of the numbers."""
+    a, b = (agg.set_index("variant").loc[v] for v in (better, worse))
+    extra = math.sqrt(a["nll_se"] ** 2 + b["nll_se"] ** 2) if metric == "nll" else 0.0
+    thr = noise[metric].threshold(extra if extra == extra else 0.0)
+    verdict = verdicts.compare(a[metric], b[metric], metric, thr)
+    return verdict, f"{better} {_fmt(a[metric])} vs {worse} {_fmt(b[metric])} (threshold {_fmt(thr)}): {verdict}"
+
+
+def _verdict_line(name: str, metric: str, results: list[tuple[str, str]]) -> tuple[str, str]:
+    verdict = verdicts.combine([v for v, _ in results])
+    return verdict, f"By {name}: **{verdict}** ({'; '.join(t for _, t in results)})."
+
+
+def _order_statement(agg: pd.DataFrame, paper_cols: list[dict | None], what: str,
+                     noise: dict) -> tuple[str, dict]:
+    matched = [(v, p["fid"]) for v, p in zip(agg["variant"], paper_cols) if p]
     if len(matched) < 2:
-        return f"{what}: fewer than two variants with a paper counterpart; nothing to rank."
-    ours = [v for v, f, _ in sorted(matched, key=lambda m: m[1])]
-    theirs = [v for v, _, p in sorted(matched, key=lambda m: m[2])]
-    verdict = "agrees with" if ours == theirs else "DISAGREES with"
-    return (f"{what}: ranking by FID here (best first) is {' < '.join(ours)}; paper: "
-            f"{' < '.join(theirs)}. This run {verdict} the paper's ordering.")
+        return f"{what}: fewer than two variants with a paper counterpart; nothing to rank.", {}
+    theirs = [v for v, _ in sorted(matched, key=lambda m: m[1])]
+    pairs = list(zip(theirs, theirs[1:]))
+    out, text = {}, [f"{what}: the paper's order (FID, best first) is {' < '.join(theirs)}."]
+    for metric, name in (("fid", "FID"), ("nll", "held-out NLL")):
+        if agg.set_index("variant").loc[theirs, metric].isna().any():
+            continue
+        out[metric], line = _verdict_line(name, metric, [_judge(agg, a, b, metric, noise) for a, b in pairs])
+        text.append(line)
+    return " ".join(text), out
 
 
-def _density_statement(agg: pd.DataFrame) -> str:
+def _density_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
     a = agg.sort_values("n")
-    fids = list(a["fid"])
-    monotone = all(x >= y for x, y in zip(fids, fids[1:]))
-    pairs = ", ".join(f"n={n}: {_fmt(f)}" for n, f in zip(a["n"], fids))
-    return (f"Fig. 8 (FID by n: {pairs}). Paper: {paper.CLAIMS['fig8']}. Here FID "
-            f"{'improves monotonically' if monotone else 'does not improve monotonically'} with n.")
+    lo, hi = a.iloc[0]["variant"], a.iloc[-1]["variant"]
+    text, out = [f"Fig. 8 (paper: {paper.CLAIMS['fig8']}): n = {int(a.iloc[0]['n'])} vs n = {int(a.iloc[-1]['n'])}."], {}
+    for metric, name in (("fid", "FID"), ("nll", "held-out NLL")):
+        if a[metric].isna().any():
+            continue
+        out[metric], line = _verdict_line(name, metric, [_judge(agg, hi, lo, metric, noise)])
+        text.append(line)
+    text.append("FID by n: " + ", ".join(f"n={int(n)}: {_fmt(f)}" for n, f in zip(a["n"], a["fid"])) + ".")
+    return " ".join(text), out
 
 
-def _window_statement(agg: pd.DataFrame) -> str:
+def _window_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
     base, rest = agg[agg["n"] == 1], agg[agg["n"] > 1]
     if base.empty or rest.empty:
-        return "Fig. 7: not enough window variants to compare."
-    best_local = rest.sort_values("fid").iloc[0]
-    wins = base["fid"].iloc[0] < best_local["fid"]
-    return (f"Fig. 7: w = N (n = 1) FID {_fmt(base['fid'].iloc[0])} vs best local window "
-            f"{best_local['variant']} FID {_fmt(best_local['fid'])}. Paper: {paper.CLAIMS['fig7']}. "
-            f"Here the global window {'wins' if wins else 'does NOT win'}.")
+        return "Fig. 7: not enough window variants to compare.", {}
+    g = base.iloc[0]["variant"]
+    text, out = [f"Fig. 7 (paper: {paper.CLAIMS['fig7']}): w = N (n = 1) against each local window."], {}
+    for metric, name in (("fid", "FID"), ("nll", "held-out NLL")):
+        if agg[metric].isna().any():
+            continue
+        out[metric], line = _verdict_line(name, metric, [_judge(agg, g, v, metric, noise) for v in rest["variant"]])
+        text.append(line)
+    return " ".join(text), out
 
 
-def _tokens_statement(preset: str, runs: list[str]) -> str:
+def _tokens_statement(preset: str, runs: list[str], agg: pd.DataFrame, floor: dict | None,
+                      noise: dict, progress_samples: int) -> tuple[str, dict]:
+    """Paper: VQ converges faster early, the VAE ends better. Judged at the first snapshot (with
+    the floor at the snapshots' sample count) and at the end (with the family's FID noise)."""
     if len(runs) < 2:
-        return "Fig. 6: not enough token types to compare."
-    prog = {r: pd.DataFrame(read_json(paths.progress(preset, r))["progress"]) for r in runs}
-    first = {r: p["fid"].iloc[0] for r, p in prog.items()}
-    last = {r: p["fid"].iloc[-1] for r, p in prog.items()}
-    return (f"Fig. 6: best FID at the first snapshot: {min(first, key=first.get)}; at the end: "
-            f"{min(last, key=last.get)}. Paper: {paper.CLAIMS['fig6']}.")
+        return "Fig. 6: not enough token types to compare.", {}
+    kinds = dict(zip(agg["tokens"], agg["variant"]))
+    if set(kinds) != {"discrete", "continuous"}:
+        return "Fig. 6: needs one discrete and one continuous run.", {}
+    vq, kl = kinds["discrete"], kinds["continuous"]
+    prog = {r: pd.DataFrame(read_json(paths.progress(preset, r))["progress"]) for r in (vq, kl)}
+    early_floor = (floor or {}).get("by_count", {}).get(str(progress_samples), {}).get("fid_sd")
+    early_thr = verdicts.Noise(noise["fid"].seed_sd, early_floor).threshold()
+    first = {r: float(p["fid"].iloc[0]) for r, p in prog.items()}
+    early = verdicts.compare(first[vq], first[kl], "fid", early_thr)
+    late, late_text = _judge(agg, kl, vq, "fid", noise)
+    text = (f"Fig. 6 (paper: {paper.CLAIMS['fig6']}). Early (first snapshot, step "
+            f"{int(prog[vq]['step'].iloc[0])}): VQ faster by FID: **{early}** ({vq} {_fmt(first[vq])} vs "
+            f"{kl} {_fmt(first[kl])}, threshold {_fmt(early_thr)}). End: VAE better by FID: **{late}** "
+            f"({late_text}).")
+    return text, {"fid_early": early, "fid_end": late}
 
 
-def _table2_statement(preset: str, agg: pd.DataFrame, paper_cols: list[dict | None]) -> str:
-    ours = ", ".join(f"{v}: FID {_fmt(f)}, IS {_fmt(i)}" for v, f, i in zip(agg["variant"], agg["fid"], agg["is"]))
+def _table2_statement(preset: str, agg: pd.DataFrame, paper_cols: list[dict | None]) -> tuple[str, dict]:
+    ours = ", ".join(f"{v}: FID {_fmt(f)}, IS {_fmt(i)}, NLL {_fmt(n)}"
+                     for v, f, i, n in zip(agg["variant"], agg["fid"], agg["is"], agg["nll"]))
     if paper_cols and paper_cols[0]:
         return (f"Table 2: {ours}; paper {paper.table2_key(preset)}: FID {paper_cols[0]['fid']}, "
-                f"IS {paper_cols[0]['is']}.")
-    return f"Table 2: {ours}; the paper's ImageNet numbers are listed below for reference, not for comparison."
+                f"IS {paper_cols[0]['is']}."), {}
+    return (f"Table 2: {ours}; the paper's ImageNet numbers are listed below for reference, not for "
+            "comparison."), {}
 
 
 # ----------------------------------------------------------------------------- plots
@@ -177,15 +247,25 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_training(preset: str, runs: list[str], out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """Training loss (left) and the held-out validation score at the snapshots (right)."""
+    fig, (ax, axv) = plt.subplots(1, 2, figsize=(13, 4.5))
     for run in runs:
         log = pd.DataFrame(read_log(paths.train_log(preset, run)))
-        ax.plot(log["step"], log["loss"].rolling(10, min_periods=1).mean(), label=run, lw=1)
+        train = log[log["loss"].notna()] if "loss" in log else log.iloc[:0]
+        line, = ax.plot(train["step"], train["loss"].rolling(10, min_periods=1).mean(), label=run, lw=1)
+        for key, style in (("val_nll_bits", "-o"), ("val_diffusion_loss", "--s")):
+            if key in log and log[key].notna().any():
+                val = log[log[key].notna()]
+                axv.plot(val["step"], val[key], style, color=line.get_color(), label=run, ms=3, lw=1)
     ax.set_xlabel("training step")
     ax.set_ylabel("token loss on supervised slots (smoothed)")
     ax.set_title(f"Training loss, preset '{preset}'")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+    axv.set_xlabel("training step")
+    axv.set_ylabel("held-out: NLL bits/token (o) or diffusion loss (s), EMA")
+    axv.set_title("Validation at the snapshots")
+    for a in (ax, axv):
+        a.legend(fontsize=6, ncol=2)
+        a.grid(alpha=0.3)
     _save(fig, out)
 
 
@@ -206,14 +286,15 @@ def plot_progress(preset: str, runs: list[str], title: str, extractor: str, out:
 
 
 def plot_bars(agg: pd.DataFrame, title: str, extractor: str, out: Path) -> None:
-    """FID and IS per variant (error bars: the spread over seeds)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    """FID, IS and held-out NLL per variant (error bars: SD over seeds, where there are several)."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     x = np.arange(len(agg))
-    for ax, metric, name in zip(axes, ("fid", "is"), ("FID", "IS")):
-        spread = agg[f"{metric}_spread"].fillna(0)
-        ax.bar(x, agg[metric], yerr=spread, capsize=4, color="tab:blue", alpha=0.8)
+    for ax, metric, name in zip(axes, ("fid", "is", "nll"), (f"FID ({extractor})", f"IS ({extractor})",
+                                                            "NLL (bits/token, test)")):
+        sd = agg[f"{metric}_sd"].fillna(0)
+        ax.bar(x, agg[metric].fillna(0), yerr=sd, capsize=4, color="tab:blue", alpha=0.8)
         ax.set_xticks(x, agg["variant"], rotation=20, ha="right", fontsize=8)
-        ax.set_ylabel(f"{name} ({extractor})")
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title)
     _save(fig, out)
@@ -248,6 +329,10 @@ def write_family(params_path: str, preset: str, cfg: Config, family: str, out_di
     rows = pd.DataFrame([run_row(preset, r) for r in runs])
     extractor = rows["extractor"].iloc[0]
     agg = aggregate(rows, list(dict.fromkeys(rows["variant"])))
+    seed_runs = cfg.workflow.noise_runs(family)
+    seed_rows = pd.DataFrame([run_row(preset, r) for r in seed_runs]) if seed_runs else None
+    floor = read_json(paths.noise_floor(preset))
+    noise = family_noise(rows, seed_rows, floor, cfg.sample.num_samples)
     params = load_params(params_path)  # read and validated once, resolved per variant
     agg["n"] = [resolve(params, preset, v).train.supervision_density for v in agg["variant"]]
     paper_cols = paper_rows(family, preset, agg)
@@ -256,15 +341,15 @@ def write_family(params_path: str, preset: str, cfg: Config, family: str, out_di
         table["n"] = list(agg["n"])
     if family == "fig7":
         table["w*n"] = list(agg["window"] * agg["n"])
-    statement = {
-        "table1": lambda: _order_statement(agg, paper_cols, "Table 1"),
+    statement, verdict = {
+        "table1": lambda: _order_statement(agg, paper_cols, "Table 1", noise),
         "table2": lambda: _table2_statement(preset, agg, paper_cols),
-        "table4": lambda: _order_statement(agg, paper_cols, "Table 4"),
-        "fig6": lambda: _tokens_statement(preset, runs),
-        "fig7": lambda: _window_statement(agg),
-        "fig8": lambda: _density_statement(agg),
+        "table4": lambda: _order_statement(agg, paper_cols, "Table 4", noise),
+        "fig6": lambda: _tokens_statement(preset, runs, agg, floor, noise, cfg.sample.progress_samples),
+        "fig7": lambda: _window_statement(agg, noise),
+        "fig8": lambda: _density_statement(agg, noise),
     }[family]()
-    title = TITLES[family] + (f" ({cfg.workflow.seeds} seeds, mean ± half the min–max range)"
+    title = TITLES[family] + (f" ({cfg.workflow.seeds} seeds, mean ± SD over seeds)"
                               if family == "table1" and cfg.workflow.seeds > 1 else "")
     png = out_dir / f"{family}.png"
     if family in CURVE_FAMILIES:
@@ -273,7 +358,11 @@ def write_family(params_path: str, preset: str, cfg: Config, family: str, out_di
         plot_bars(agg, title, extractor, png)
     with atomic_path(out_dir / f"{family}.csv") as tmp:
         table.to_csv(tmp, index=False)
-    text = f"## {title}\n\n{statement}\n\n{markdown(table)}\n"
+    source = "its own seed replicates" if verdicts.seed_noise(rows, ("fid",))["fid"] is not None else (
+        "Table 1's seed replicates" if seed_runs else "no seed replicates (seed noise unmeasured)")
+    noise_line = (f"Noise used for the verdicts (seed SD from {source}; floor at {cfg.sample.num_samples} "
+                  f"samples): " + "; ".join(f"{m.upper()}: {noise[m].describe()}" for m in ("fid", "nll")))
+    text = f"## {title}\n\n{statement}\n\n{noise_line}\n\n{markdown(table)}\n"
     if family == "table2" and not any(paper_cols):
         ref = pd.DataFrame([{"model": k, "paper FID": v["fid"], "paper IS": v["is"]}
                             for k, v in {**paper.TABLE2, **paper.PEERS_TABLE2}.items()])
@@ -283,11 +372,12 @@ def write_family(params_path: str, preset: str, cfg: Config, family: str, out_di
                  "the split's shape (one-layer head, 3:1, 1:1).\n")
     text += f"\n![{family}]({family}.png)\n"
     write_text(out_dir / f"{family}.md", text)
-    metrics = {v: {k: _num(line[k]) for k in ("fid", "fid_spread", "is", "is_spread", "kid", "kid_spread",
-                                              "params_M", "train_PFLOP", "seeds")}
-               for v, line in zip(agg["variant"], agg.to_dict("records"))}
+    keys = [k for m in METRICS for k in (m, f"{m}_sd")] + ["nll_se", "nll_order_sd", "params_M", "train_PFLOP", "seeds"]
+    metrics = {v: {k: _num(line[k]) for k in keys} for v, line in zip(agg["variant"], agg.to_dict("records"))}
     write_json(out_dir / f"{family}.json", {
-        "family": family, "title": TITLES[family], "statement": statement, "variants": metrics,
+        "family": family, "title": TITLES[family], "statement": statement, "verdict": verdict,
+        "noise": {m: {"seed_sd": noise[m].seed_sd, "floor_sd": noise[m].floor_sd} for m in METRICS},
+        "rule": verdicts.RULE_TEXT, "variants": metrics,
         "paper": {v: p for v, p in zip(agg["variant"], paper_cols) if p},
         "provenance": provenance(preset, cfg, extractor),
     })
@@ -321,7 +411,7 @@ def write_report(params_path: str, preset: str, cfg: Config, out_dir: str | Path
             "classifier_test_accuracy": clf["test_accuracy"] if clf else None}
     write_json(out_dir / "metrics.json", {
         "provenance": prov,
-        "runs": {r["run"]: {k: r[k] for k in ("fid", "is", "kid", "params_M", "train_PFLOP")}
+        "runs": {r["run"]: {k: _num(r[k]) for k in ("fid", "is", "kid", "nll", "dloss", "params_M", "train_PFLOP")}
                  for r in rows.to_dict("records")},
         "tokenizers": {k: {m: t[m] for m in ("rfid", "mse", "psnr")} for k, t in toks.items()},
     })
@@ -358,7 +448,8 @@ comparable between rows of this report, not with the paper's Inception numbers o
 256, which stand beside ours in labelled columns ({paper.SOURCE}).
 
 ## What agrees with the paper and what does not
-""" + "\n".join(f"- {fam[f]['statement']}" for f in families) + "\n\n"
+""" + "\n".join(f"- {fam[f]['statement']}" for f in families) + "\n\n" + noise_section(
+        read_json(paths.noise_floor(preset)), rows, extractor) + "\n"
     text += "\n".join((out_dir / f"{f}.md").read_text() for f in families)
     if toks:
         text += "\n## Tokenizers\n" + tokenizer_table(toks) + "\n\n" + "\n".join(
@@ -373,6 +464,26 @@ comparable between rows of this report, not with the paper's Inception numbers o
 """
     write_text(out_dir / "README.md", text)
     return {"report": str(out_dir / "README.md"), "runs": len(runs), "families": families}
+
+
+def noise_section(floor: dict, rows: pd.DataFrame, extractor: str) -> str:
+    """The metric's noise floor, the seed noise of the replicated variants, and the rule."""
+    lines = ["## Noise and the decision rule", "",
+             f"**Metric noise floor** ({extractor}): real {floor['source']} images, class-balanced like "
+             f"the samples, scored against the {floor['reference']} as every run is, "
+             f"{next(iter(floor['by_count'].values()))['draws']} draws at each sample count. The mean is "
+             "what a perfect generator would score at that count; the SD is what two equal generators "
+             "differ by.", "", "| samples | FID | IS | KID |", "|---|---|---|---|"]
+    for count, f in floor["by_count"].items():
+        lines.append(f"| {count} | " + " | ".join(_pm(_nan(f[m]), _nan(f[f'{m}_sd'])) for m in ("fid", "is", "kid")) + " |")
+    seed = verdicts.seed_noise(rows, METRICS)
+    replicated = sorted({v for v, g in rows.groupby("variant") if len(g) > 1})
+    lines += ["", "**Seed noise**: SD over seeds pooled over the variants trained with several seeds "
+              f"({', '.join(replicated) or 'none'}): " + ", ".join(
+                  f"{m.upper()} {_fmt(seed[m])}" for m in ("fid", "is", "kid", "nll") if seed[m] is not None)
+              + (". " if replicated else "none measured. "),
+              "", f"**Decision rule.** {verdicts.RULE_TEXT}", ""]
+    return "\n".join(lines)
 
 
 def tokenizer_table(toks: dict[str, dict]) -> str:

@@ -65,6 +65,45 @@ def evaluate_samples(cfg: Config, samples_path: str | Path, test_images: str | P
     return metrics
 
 
+def balanced_draw(labels: np.ndarray, count: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``count`` images without replacement, as many per class as the samples have."""
+    per_class = np.bincount(np.arange(count) % num_classes, minlength=num_classes)
+    picks = []
+    for c, k in enumerate(per_class):
+        pool = np.flatnonzero(labels == c)
+        if len(pool) < k:
+            raise ValueError(f"noise floor: class {c} has {len(pool)} train images, {k} needed")
+        picks.append(rng.choice(pool, size=k, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def noise_floor(cfg: Config, train_images: str | Path, test_images: str | Path | None,
+                classifier_path: str | Path | None) -> dict:
+    """The metric's own noise: real train-split images, drawn class-balanced like the samples,
+    scored against the same reference as every run, ``evaluate.floor_draws`` times, at each sample
+    count the runs use (``sample.num_samples``, ``sample.progress_samples``). The mean is the best
+    a perfect generator could score at that count; the spread is what two equal generators differ by."""
+    from heptapod.data.images import ImageSet
+
+    train = ImageSet(train_images)
+    num_classes = int(train.attrs["num_classes"])
+    real = reference_images(cfg, test_images)
+    by_count = {}
+    for count in sorted({cfg.sample.num_samples, cfg.sample.progress_samples}):
+        draws = []
+        for d in range(cfg.evaluate.floor_draws):
+            idx = balanced_draw(train.labels, count, num_classes, np.random.default_rng([cfg.sample.seed, count, d]))
+            draws.append(fidelity_metrics(train.__getitems__(idx)[0], real, cfg.evaluate, classifier_path))
+        line = {"draws": len(draws), "per_draw": [{m: x[m] for m in ("fid", "is", "kid")} for x in draws]}
+        for m in ("fid", "is", "kid"):
+            vals = np.array([x[m] for x in draws if x[m] is not None], dtype=np.float64)
+            line[m] = float(vals.mean()) if len(vals) else None
+            line[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else None
+        by_count[count] = line
+    return {"by_count": by_count, "extractor": draws[0]["extractor"], "source": "train split",
+            "reference": "test split" if real is not None else str(cfg.evaluate.reference_stats)}
+
+
 def evaluate_progress(cfg: Config, train_dir: str | Path, tokenizer_path: str | Path,
                       test_images: str | Path | None, classifier_path: str | Path | None) -> list[dict]:
     """FID / IS / KID of the EMA snapshots and the final model: metrics vs training progress."""

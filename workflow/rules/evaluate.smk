@@ -18,6 +18,45 @@ rule evaluate:
         " --samples {input.samples}{params.reference} --out {output} 2>&1 | tee {log}"
 
 
+rule likelihood:
+    """Held-out NLL (bits/token) of a discrete run, or the validation diffusion loss of a continuous one."""
+    input:
+        model="results/train/{preset}/{variant}/model.pt",
+        latents=lambda w: paths.latents(w.preset, kind_of(w), "test"),
+    output:
+        "results/evaluate/{preset}/{variant}/likelihood.json",
+    params:
+        cfg=fp("evaluate", "sample", variant=True),
+    threads: threads("likelihood")
+    resources:
+        **resources("likelihood"),
+    log:
+        "results/logs/likelihood/{preset}-{variant}.log",
+    shell:
+        "{HEPTAPOD} likelihood --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
+        " --model {input.model} --latents {input.latents} --out {output} 2>&1 | tee {log}"
+
+
+rule noise_floor:
+    """The metric's own noise: real train images vs the reference set at the runs' sample counts."""
+    input:
+        unpack(reference),
+        train=lambda w: paths.data(w.preset, "train"),
+    output:
+        "results/evaluate/{preset}/noise_floor.json",
+    params:
+        cfg=lambda w: fingerprint(resolve(config, w.preset), "evaluate", "sample"),
+        reference=reference_args,
+    threads: threads("noise_floor")
+    resources:
+        **resources("noise_floor"),
+    log:
+        "results/logs/noise_floor/{preset}.log",
+    shell:
+        "{HEPTAPOD} noise-floor --preset {wildcards.preset} --threads {threads} --train {input.train}"
+        "{params.reference} --out {output} 2>&1 | tee {log}"
+
+
 rule progress:
     """Metrics of a run's EMA snapshots: the FID/IS-vs-training curves of Fig. 6-8."""
     input:

@@ -8,10 +8,14 @@ def family_outputs(preset, family):
 def family_inputs(w):
     cfg = resolve(config, w.preset)
     runs = cfg.workflow.family_runs(w.family)
+    # a family without seed replicates judges its differences with Table 1's seed noise
+    scored = list(dict.fromkeys(runs + cfg.workflow.noise_runs(w.family)))
     inputs = {
-        "metrics": [paths.eval_metrics(w.preset, r) for r in runs],
-        "models": [paths.model(w.preset, r) for r in runs],
-        "logs": [paths.train_log(w.preset, r) for r in runs],
+        "metrics": [paths.eval_metrics(w.preset, r) for r in scored],
+        "likelihood": [paths.likelihood(w.preset, r) for r in scored],
+        "floor": [paths.noise_floor(w.preset)],
+        "models": [paths.model(w.preset, r) for r in scored],
+        "logs": [paths.train_log(w.preset, r) for r in scored],
         "progress": [paths.progress(w.preset, r) for r in runs if w.family in CURVE_FAMILIES],
     }
     if w.family == "table2":  # the headline runs' samples, also in the formats of the field
@@ -26,6 +30,8 @@ def report_inputs(w):
     return {
         "families": [f for family in cfg.workflow.families() for f in family_outputs(w.preset, family)],
         "grids": [paths.sample_grid(w.preset, r) for r in runs],
+        "likelihood": [paths.likelihood(w.preset, r) for r in runs],
+        "floor": [paths.noise_floor(w.preset)],
         "tokenizers": [paths.tokenizer_metrics(w.preset, k) for k in kinds],
         "recon": [paths.tokenizer_recon(w.preset, k) for k in kinds],
         "classifier": [] if cfg.evaluate.inception_weights else [paths.classifier_metrics(w.preset)],

@@ -1,7 +1,8 @@
 rule train:
     """Train one generator variant (DDP over the job's GPUs); resumes from last.pt after a kill."""
     input:
-        lambda w: paths.latents(w.preset, kind_of(w), "train"),
+        train=lambda w: paths.latents(w.preset, kind_of(w), "train"),
+        val=lambda w: paths.latents(w.preset, kind_of(w), "test"),
     output:
         model="results/train/{preset}/{variant}/model.pt",
         log="results/train/{preset}/{variant}/log.jsonl",
@@ -16,7 +17,8 @@ rule train:
         "results/logs/train/{preset}-{variant}.log",
     shell:
         "{HEPTAPOD} train --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
-        " --latents {input} --out-dir {params.out_dir} --nproc {params.nproc} 2>&1 | tee {log}"
+        " --latents {input.train} --val-latents {input.val} --out-dir {params.out_dir}"
+        " --nproc {params.nproc} 2>&1 | tee {log}"
 
 
 rule sample:

@@ -1,0 +1,61 @@
+"""The decision rule and the noise it is judged against."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heptapod.evaluation.stage import balanced_draw
+from heptapod.verdicts import Noise, combine, compare, pooled_sd, seed_noise
+
+
+def test_pooled_sd_weights_groups_by_degrees_of_freedom():
+    assert pooled_sd([np.array([1.0, 3.0]), np.array([5.0])]) == pytest.approx(math.sqrt(2.0))
+    a, b = np.array([1.0, 3.0]), np.array([0.0, 2.0, 4.0])
+    assert pooled_sd([a, b]) == pytest.approx(math.sqrt((2.0 + 8.0) / 3))
+    assert pooled_sd([np.array([1.0]), np.array([2.0])]) is None
+
+
+def test_seed_noise_pools_over_variants():
+    rows = pd.DataFrame({"variant": ["a", "a", "b", "b", "c"], "fid": [10.0, 12.0, 20.0, 20.0, 99.0]})
+    assert seed_noise(rows, ("fid", "nll")) == {"fid": pytest.approx(1.0), "nll": None}
+
+
+@pytest.mark.parametrize("better,worse,metric,expected", [
+    (10.0, 15.0, "fid", "agrees"),       # lower FID for the variant the paper ranks first
+    (15.0, 10.0, "fid", "disagrees"),
+    (10.0, 11.0, "fid", "within noise"),  # |diff| 1 <= threshold 2
+    (50.0, 40.0, "is", "agrees"),        # higher IS is better
+    (2.0, 2.5, "nll", "within noise"),
+])
+def test_compare(better, worse, metric, expected):
+    assert compare(better, worse, metric, threshold=2.0 if metric != "nll" else 1.0) == expected
+
+
+def test_unmeasured_noise_decides_nothing():
+    assert compare(1.0, 100.0, "fid", None) == "within noise"
+    assert compare(float("nan"), 1.0, "fid", 0.1) == "within noise"
+
+
+def test_threshold_is_twice_the_larger_noise():
+    assert Noise(1.5, 0.5).threshold() == 3.0
+    assert Noise(None, 0.5).threshold() == 1.0
+    assert Noise(0.1, None).threshold(extra_sd=0.4) == pytest.approx(0.8)
+    assert Noise(None, None).threshold() is None
+
+
+def test_combine():
+    assert combine(["agrees", "agrees"]) == "agrees"
+    assert combine(["agrees", "within noise"]) == "within noise"
+    assert combine(["agrees", "disagrees"]) == "disagrees"
+    assert combine([]) == "within noise"
+
+
+def test_floor_draws_are_class_balanced_like_the_samples():
+    labels = np.repeat(np.arange(4), 10)
+    idx = balanced_draw(labels, 10, 4, np.random.default_rng(0))
+    assert len(set(idx)) == 10
+    assert sorted(np.bincount(labels[idx], minlength=4)) == [2, 2, 3, 3]  # as balanced_labels(10, 4)
+    with pytest.raises(ValueError, match="class"):
+        balanced_draw(labels, 60, 4, np.random.default_rng(0))
