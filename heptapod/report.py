@@ -59,12 +59,41 @@ def run_row(preset: str, run: str) -> dict:
         "nll": _nan(lik.get("nll_bits_per_token")), "nll_se": _nan(lik.get("nll_bits_per_token_se")),
         "nll_order_sd": _nan(lik.get("nll_bits_per_token_order_sd")),
         "dloss": _nan(lik.get("val_diffusion_loss")), "heldout_images": lik["heldout_images"],
-        "val_points": len(val), "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
+        "val_change_last_quarter": last_quarter_change(val, ckpt["steps"]), "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
         "commit": metrics.get("commit", "unknown"),  # the code that evaluated this run
     }
 
 
 METRICS = ("fid", "is", "kid", "nll", "dloss")
+
+
+MOVING = 0.01  # a run whose validation score moved more than this over its last quarter is still training
+
+
+def last_quarter_change(val: list[dict], steps: int) -> float:
+    """Relative change of the held-out score from the last validation point at or before 3/4 of
+    training to the end (positive: still improving); NaN without two such points."""
+    key = "val_nll_bits" if val and "val_nll_bits" in val[0] else "val_diffusion_loss"
+    early = [r for r in val if r["step"] <= 0.75 * steps]
+    if not early or val[-1]["step"] != steps or early[-1]["step"] == steps:
+        return float("nan")
+    return (early[-1][key] - val[-1][key]) / abs(val[-1][key])
+
+
+def convergence_line(rows: pd.DataFrame) -> str:
+    """Where the runs stand: how many are still moving by the last-quarter rule."""
+    change = rows["val_change_last_quarter"]
+    known = change.notna()
+    moving = rows.loc[known & (change.abs() > MOVING), "run"].tolist()
+    if not known.any():
+        return "Convergence: no validation curve to judge it by."
+    state = (f"**{len(moving)} of {int(known.sum())} runs are still moving** (held-out score changed "
+             f"more than {MOVING:.0%} over the last quarter of training: {', '.join(moving)}); their "
+             "ranking may still change with more training." if moving else
+             f"All {int(known.sum())} runs have stopped moving (held-out score changed less than "
+             f"{MOVING:.0%} over the last quarter of training).")
+    return (f"Convergence: {state} Largest change: {change[known].abs().max():.1%}; per run in "
+            "`runs.csv` (`val_change_last_quarter`).")
 
 
 def aggregate(rows: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
@@ -448,6 +477,8 @@ comparable between rows of this report, not with the paper's Inception numbers o
 256, which stand beside ours in labelled columns ({paper.SOURCE}).
 
 ## What agrees with the paper and what does not
+{convergence_line(rows)}
+
 """ + "\n".join(f"- {fam[f]['statement']}" for f in families) + "\n\n" + noise_section(
         read_json(paths.noise_floor(preset)), rows, extractor) + "\n"
     text += "\n".join((out_dir / f"{f}.md").read_text() for f in families)

@@ -59,3 +59,13 @@ def test_floor_draws_are_class_balanced_like_the_samples():
     assert sorted(np.bincount(labels[idx], minlength=4)) == [2, 2, 3, 3]  # as balanced_labels(10, 4)
     with pytest.raises(ValueError, match="class"):
         balanced_draw(labels, 60, 4, np.random.default_rng(0))
+
+
+def test_last_quarter_change_says_whether_a_run_still_moves():
+    from heptapod.report import last_quarter_change
+
+    val = [{"step": s, "val_nll_bits": v} for s, v in ((25, 4.0), (50, 3.5), (75, 3.2), (100, 3.0))]
+    assert last_quarter_change(val, 100) == pytest.approx(0.2 / 3.0)
+    assert math.isnan(last_quarter_change(val[:3], 100))  # no end point: unknown
+    flat = [{"step": 75, "val_diffusion_loss": 1.0}, {"step": 100, "val_diffusion_loss": 0.999}]
+    assert abs(last_quarter_change(flat, 100)) < 0.01
