@@ -299,15 +299,24 @@ def plot_training(preset: str, runs: list[str], out: Path) -> None:
 
 
 def plot_progress(preset: str, runs: list[str], title: str, extractor: str, out: Path) -> None:
-    """FID and IS of a family's EMA snapshots vs training sequences seen."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    """FID of a family's EMA snapshots vs training sequences and vs training compute, and the
+    held-out score vs compute: variants that differ in cost per step compare at equal FLOPs."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for run in runs:
         prog = pd.DataFrame(read_json(paths.progress(preset, run))["progress"])
-        for ax, metric in zip(axes, ("fid", "is")):
-            ax.plot(prog["sequences"], prog[metric], marker="o", label=run)
-    for ax, name in zip(axes, ("FID", "IS")):
-        ax.set_xlabel("training sequences seen")
-        ax.set_ylabel(f"{name} ({extractor})")
+        step_pflop = load_checkpoint(paths.model(preset, run), "generator")["step_flops"] / 1e15
+        line, = axes[0].plot(prog["sequences"], prog["fid"], marker="o", label=run)
+        axes[1].plot(prog["step"] * step_pflop, prog["fid"], marker="o", color=line.get_color(), label=run)
+        log = pd.DataFrame(read_log(paths.train_log(preset, run)))
+        key = next((k for k in ("val_nll_bits", "val_diffusion_loss") if k in log), None)
+        if key is not None:
+            val = log[log[key].notna()]
+            axes[2].plot(val["step"] * step_pflop, val[key], marker="o", color=line.get_color(), label=run)
+    labels = [("training sequences seen", f"FID ({extractor})"), ("training PFLOP", f"FID ({extractor})"),
+              ("training PFLOP", "held-out NLL bits/token (diffusion loss for KL)")]
+    for ax, (x, y) in zip(axes, labels):
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)

@@ -58,8 +58,9 @@ def evaluate_samples(cfg: Config, samples_path: str | Path, test_images: str | P
     arrays, attrs = read_arrays(samples_path, "samples", ("images", "labels"))
     metrics = fidelity_metrics(arrays["images"], reference_images(cfg, test_images), cfg.evaluate,
                                classifier_path)
-    if metrics["extractor"] == "dataset classifier":
-        metrics["classifier_test_accuracy"] = read_json(classifier_metrics)["test_accuracy"]
+    if metrics["extractor"] == "dataset classifier":  # the checkpoint records it too
+        metrics["classifier_test_accuracy"] = (read_json(classifier_metrics)["test_accuracy"] if classifier_metrics
+                                               else load_checkpoint(classifier_path, "classifier")["test_accuracy"])
     metrics["dataset"] = cfg.data.dataset
     metrics["temperature"] = attrs["temperature"]
     return metrics
