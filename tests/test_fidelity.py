@@ -29,7 +29,8 @@ def classifier(tmp_path_factory):
     return path
 
 
-EVAL = EvaluateConfig(inception_weights=None, reference_stats=None, kid_subset_size=50, batch_size=64)
+EVAL = EvaluateConfig(inception_weights=None, reference_stats=None, kid_subset_size=50, batch_size=64,
+                      nll_images=None, nll_orders=4, nll_batch_size=8, floor_draws=2)
 
 
 def test_fid_separates_real_from_noise(classifier):

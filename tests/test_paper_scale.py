@@ -69,7 +69,7 @@ def standin(tmp_path_factory):
 
     val = np.stack([np.asarray(center_crop_resize(Image.open(p).convert("RGB"), 64)).transpose(2, 0, 1)
                     for p in sorted((tmp / "imagenet" / "val").rglob("*.JPEG"))])
-    stats = reference_statistics(val, EvaluateConfig(str(weights), None, 8, 8), None)
+    stats = reference_statistics(val, EvaluateConfig(str(weights), None, 8, 8, None, 4, 8, 2), None)
     np.savez(tmp / "ref.npz", mu=stats["mu"], sigma=stats["sigma"], arr_0=val.transpose(0, 2, 3, 1))
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -63,7 +63,8 @@ def train_classifier(cfg: ClassifierConfig, train: tuple[np.ndarray, np.ndarray]
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     meta = {"channels": images.shape[1], "num_classes": num_classes, "width": cfg.width}
-    model = build_classifier(meta)
+    # channels-last convolutions are ~1.5x faster on CPU; the weights are the same tensors
+    model = build_classifier(meta).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     model.train()
@@ -72,7 +73,7 @@ def train_classifier(cfg: ClassifierConfig, train: tuple[np.ndarray, np.ndarray]
         idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
         x = to_float(images[idx.numpy()])
         flip = torch.rand(len(x), generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x).contiguous(memory_format=torch.channels_last)
         loss = F.cross_entropy(model(x)[1], torch.as_tensor(labels[idx.numpy()]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
