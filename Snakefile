@@ -102,6 +102,12 @@ rule ablations:
         ["results/README.md"] if PRESET == "default" else [],
 
 
+rule stability:
+    """A rerun preset (workflow.rerun_of set): which of the original's verdicts hold."""
+    input:
+        paths.report_dir(PRESET) / "stability.md" if CFG.workflow.rerun_of else [],
+
+
 rule all:
     input:
         rules.ablations.input,

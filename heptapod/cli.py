@@ -22,7 +22,9 @@ from heptapod.data.store import StoreError
 from heptapod.utils.io import CheckpointError, git_commit, write_json
 
 log = logging.getLogger("heptapod")
-GPU_STAGES = {"train", "sample", "progress", "likelihood", "noise-floor", "extract-latents", "evaluate", "evaluate-tokenizer", "bench"}  # take a HEPTAPOD_GPUS device
+# stages that take a HEPTAPOD_GPUS device
+GPU_STAGES = {"train", "sample", "progress", "likelihood", "noise-floor", "extract-latents", "evaluate",
+              "evaluate-tokenizer", "bench"}
 
 
 def _common(p: argparse.ArgumentParser, variant: bool = False) -> None:
@@ -224,6 +226,15 @@ def cmd_index(args, cfg) -> dict:
     return write_index(args.report, args.out)
 
 
+def cmd_stability(args, cfg) -> dict:
+    from heptapod.stability import stability_report
+
+    if not cfg.workflow.rerun_of:
+        raise ConfigError(f"preset '{args.preset}' sets no workflow.rerun_of: nothing to compare with")
+    families = list(cfg.workflow.families())
+    return stability_report(args.first, args.second, families, args.out, Path(args.out).with_suffix(".json"))
+
+
 def cmd_bench(args, cfg) -> dict:
     from heptapod.bench import run_bench
 
@@ -360,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("index", cmd_index, "write results/README.md from a preset's report")
     p.add_argument("--report", required=True)
     p.add_argument("--out", required=True)
+    p = add("stability", cmd_stability, "which verdicts of a preset's report survive its rerun "
+            "(workflow.rerun_of)")
+    p.add_argument("--first", required=True, help="report folder of the preset rerun (workflow.rerun_of)")
+    p.add_argument("--second", required=True, help="report folder of the rerun")
+    p.add_argument("--out", required=True, help="stability.md (a .json beside it)")
     p = add("publish", cmd_publish, "copy a finished report (or one family's files) into the DVC-owned folder")
     p.add_argument("--src", required=True)
     p.add_argument("--out-dir", required=True)

@@ -190,6 +190,8 @@ class WorkflowConfig:
     token_types: list[str] = _doc("Discrete vs continuous tokens at one model size (paper Fig. 6).")
     seeds: int = _doc("Seeds 0..seeds-1 for the Table 1 variants ('name@seed' runs).")
     device: str = _doc("'auto' (CUDA when visible, else CPU), 'cpu' or 'cuda' (bf16 autocast on GPU).")
+    rerun_of: str | None = _doc("Preset this one reruns with other floating-point conditions (thread "
+                                "counts); the 'stability' target compares their verdicts (null: none).")
 
     def family_runs(self, family: str) -> list[str]:
         """Runs of one family (a key of FAMILIES); Table 1 variants once per seed."""

@@ -69,3 +69,23 @@ def test_last_quarter_change_says_whether_a_run_still_moves():
     assert math.isnan(last_quarter_change(val[:3], 100))  # no end point: unknown
     flat = [{"step": 75, "val_diffusion_loss": 1.0}, {"step": 100, "val_diffusion_loss": 0.999}]
     assert abs(last_quarter_change(flat, 100)) < 0.01
+
+
+def test_stability_report_says_which_verdicts_hold(tmp_path):
+    import json
+
+    from heptapod.stability import stability_report
+
+    def family(fid_verdict, fid):
+        return {"verdict": {"fid": fid_verdict, "nll": "agrees"},
+                "variants": {"a": {"fid": fid, "nll": 2.0}, "b": {"fid": 50.0, "nll": None}}}
+
+    for name, verdict, fid in (("first", "agrees", 40.0), ("second", "within noise", 41.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "table1.json").write_text(json.dumps(family(verdict, fid)))
+    out = tmp_path / "stability.md"
+    res = stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "stability.json")
+    assert res == {"held": 1, "verdicts": 2}
+    text = out.read_text()
+    assert "**1 of 2 verdicts hold.**" in text and "| table1 | fid | agrees | within noise | **no** |" in text
+    assert "| table1 | a | 40 | 41.5 | 2 | 2 |" in text

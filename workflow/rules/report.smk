@@ -96,3 +96,26 @@ rule index:
         "results/logs/report/index.log",
     shell:
         "{HEPTAPOD} index --report {input} --out {output} 2>&1 | tee {log}"
+
+
+rule stability_report:
+    """Which verdicts of the preset named by workflow.rerun_of hold in this rerun of it."""
+    input:
+        first=lambda w: [paths.family_report(resolve(config, w.preset).workflow.rerun_of, f, "json")
+                         for f in resolve(config, w.preset).workflow.families()],
+        second=lambda w: [paths.family_report(w.preset, f, "json")
+                          for f in resolve(config, w.preset).workflow.families()],
+    output:
+        md="results/report/{preset}/stability.md",
+        json="results/report/{preset}/stability.json",
+    params:
+        first=lambda w: resolve(config, w.preset).workflow.rerun_of,
+    threads: 1
+    resources:
+        **resources("report"),
+    log:
+        "results/logs/report/{preset}-stability.log",
+    shell:
+        "{HEPTAPOD} stability --preset {wildcards.preset}"
+        " --first results/report/{params.first} --second results/report/{wildcards.preset}"
+        " --out {output.md} 2>&1 | tee {log}"
