@@ -137,6 +137,10 @@ class SampleConfig:
     batch_size: int = _doc("Images generated per batch.")
     shards: int = _doc("Sampling jobs per run (e.g. one per GPU); a merge step joins their parts.")
     temperature: float = _doc("Softmax temperature of the token sampler.")
+    positions_per_step: int = _doc("Positions filled per sampling step from one head call (global 2D "
+                                   "head only; 1 = the paper's sampler).")
+    steps: int | None = _doc("Sampling steps with MaskGIT/MAR's cosine schedule of positions per step "
+                             "(global 2D head only); null: positions_per_step at a time.")
     use_ema: bool = _doc("Sample from the EMA weights.")
     grid_rows: int = _doc("Rows (classes) of the PNG sample grid.")
     progress_samples: int = _doc("Images per snapshot for the FID-vs-progress curves.")

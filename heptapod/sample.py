@@ -47,7 +47,8 @@ def generate_batch(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Te
                    batch: int) -> np.ndarray:
     """uint8 images (B, C, H, W) of batch number ``batch`` (its randomness: step_generator(seed, batch))."""
     device = next(model.parameters()).device
-    tokens = model.sample(labels.to(device), cfg.temperature, step_generator(cfg.seed, batch))
+    tokens = model.sample(labels.to(device), cfg.temperature, step_generator(cfg.seed, batch),
+                          positions_per_step=cfg.positions_per_step, steps=cfg.steps)
     return to_uint8(tokenizer.decode(tokens_to_latents(tokens, model.spec.grid_size)))
 
 
@@ -89,7 +90,8 @@ def sample_shard(cfg: SampleConfig, generator_path: str | Path, tokenizer_path: 
     blocks = shard_blocks(len(slices), shard, shards)
     meta = {"generator": str(generator_path), "generator_sha256": file_sha256(generator_path),
             "tokenizer_sha256": file_sha256(tokenizer_path), "temperature": cfg.temperature,
-            "use_ema": cfg.use_ema, "seed": cfg.seed}
+            "use_ema": cfg.use_ema, "seed": cfg.seed, "positions_per_step": cfg.positions_per_step,
+            "sampling_steps": cfg.steps or 0}  # 0: positions_per_step at a time
     cache = BlockCache(Path(f"{out}.blocks"), json.dumps({"sample": dataclasses.asdict(cfg), **meta,
                                                          "shard": shard, "shards": shards}, sort_keys=True))
 

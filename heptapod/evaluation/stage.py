@@ -63,6 +63,8 @@ def evaluate_samples(cfg: Config, samples_path: str | Path, test_images: str | P
                                                else load_checkpoint(classifier_path, "classifier")["test_accuracy"])
     metrics["dataset"] = cfg.data.dataset
     metrics["temperature"] = attrs["temperature"]
+    metrics["positions_per_step"] = int(attrs.get("positions_per_step", 1))
+    metrics["sampling_steps"] = int(attrs.get("sampling_steps", 0))
     return metrics
 
 

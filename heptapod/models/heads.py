@@ -91,8 +91,11 @@ class GlobalHead(nn.Module):
         return int((order.shape[1] - prefix).sum())
 
     def step(self, ctx: SamplingContext, pos: torch.Tensor) -> torch.Tensor:
+        """Outputs (B, D) at the next positions ``pos`` (B,), or (B, k, D) at ``pos`` (B, k)."""
         slots = self.slots(ctx.states_by_pos, ctx.states_by_step[:, 0], ctx.visible)
-        return self.net(slots, rows=(pos + 1)[:, None])[:, 0]  # last layer: the next slot only
+        rows = (pos + 1) if pos.ndim == 2 else (pos + 1)[:, None]
+        out = self.net(slots, rows=rows)  # last layer: only the slots being filled
+        return out if pos.ndim == 2 else out[:, 0]
 
 
 class LocalHead(nn.Module):

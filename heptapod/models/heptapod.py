@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 
@@ -247,14 +248,24 @@ class Heptapod(nn.Module):
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, temperature: float = 1.0,
                generator: torch.Generator | None = None, use_cache: bool = True,
-               timer: dict | None = None) -> torch.Tensor:
+               timer: dict | None = None, positions_per_step: int = 1,
+               steps: int | None = None) -> torch.Tensor:
         """Generate token grids (B, N) of ids, or (B, N, C) latents, for class ``labels`` (B,).
 
-        One position per step in the sample's order (uniformly random among the remaining ones
-        for the random-order models). The backbone is decoded with a KV cache (or recomputed
-        over the whole prefix when ``use_cache`` is False); the head runs once per step.
+        Positions are filled in the sample's order (uniformly random among the remaining ones for
+        the random-order models), ``positions_per_step`` at a time, or by a cosine schedule over
+        ``steps`` steps (:func:`fill_schedule`). Each step runs the head once, reads the
+        outputs at the positions it fills, samples their tokens and feeds them to the backbone
+        in one chunk (KV cache; causal inside the chunk, in the order fed: a valid training
+        order). Without ``use_cache`` the backbone recomputes the whole prefix (the baseline the
+        cache is measured against). One position per step is the paper's sampler.
         """
         b, n_pos, d = labels.shape[0], self.spec.num_positions, self.spec.width
+        sizes = fill_schedule(n_pos, positions_per_step, steps)
+        if max(sizes) > 1 and self.spec.head != "global":
+            raise ValueError(f"sample.positions_per_step / sample.steps: only the global 2D head fills several "
+                             f"positions per step (this model's head: '{self.spec.head}'; the 1D baselines "
+                             "predict one next position per step)")
         device = labels.device
         order = self.orders(b, generator, device)
         dtype = self.pos_emb.dtype
@@ -270,28 +281,51 @@ class Heptapod(nn.Module):
             x0 = self.backbone_inputs(tokens[:, :0], order, labels)
             cache = self.backbone.new_cache(b, n_pos, x0) if use_cache else None
             ctx.states_by_step[:, 0] = self.to_head(self.backbone(x0, cache)[:, 0])
-        for t in range(n_pos):
-            pos = order[:, t]
+        t = 0
+        for k in sizes:
+            pos = order[:, t:t + k]  # (B, k)
             with clock("head"):
-                tok = self.out.sample(self.head.step(ctx, pos), temperature, generator)
-            tokens[arange, pos] = tok
-            if t == n_pos - 1:
+                z = self.head.step(ctx, pos if k > 1 else pos[:, 0])
+                tok = self.out.sample(z.reshape(b * k, d) if k > 1 else z, temperature, generator)
+            tok = tok.view(b, k, *tok.shape[1:])
+            tokens[arange[:, None], pos] = tok
+            if t + k == n_pos:
                 break
             with clock("backbone"):
-                if use_cache:  # only the newest step goes through the backbone
+                if use_cache:  # only the newest chunk goes through the backbone
                     x = self.tok_emb(tok) + self.pos_emb[pos]
                     if self.next_pos_emb is not None:
-                        x = x + self.next_pos_emb[order[:, t + 1]]
-                    h = self.backbone(x[:, None], cache)[:, -1]
-                else:  # recompute the whole prefix (the baseline the cache is measured against)
-                    seq = tokens[arange[:, None], order[:, :t + 1]]
-                    h = self.backbone(self.backbone_inputs(seq, order, labels))[:, -1]
+                        x = x + self.next_pos_emb[order[:, t + 1:t + 1 + k]]
+                    h = self.backbone(x, cache)[:, -k:]
+                else:
+                    seq = tokens[arange[:, None], order[:, :t + k]]
+                    h = self.backbone(self.backbone_inputs(seq, order, labels))[:, -k:]
                 h = self.to_head(h)
-            ctx.states_by_step[:, t + 1] = h
-            ctx.states_by_pos[arange, pos] = h
-            ctx.visible[arange, pos] = True
-            ctx.t = t + 1
+            ctx.states_by_step[:, t + 1:t + 1 + k] = h
+            ctx.states_by_pos[arange[:, None], pos] = h
+            ctx.visible[arange[:, None], pos] = True
+            t += k
+            ctx.t = t
         return tokens
+
+
+def fill_schedule(n_pos: int, positions_per_step: int = 1, steps: int | None = None) -> list[int]:
+    """How many positions each sampling step fills: ``positions_per_step`` at a time, or, with
+    ``steps`` S, MaskGIT/MAR's cosine schedule (after step s, floor(N cos(pi/2 (s+1)/S)) positions
+    are left, at least one filled per step: few positions early, many late)."""
+    if steps is not None:
+        if not 1 <= steps <= n_pos:
+            raise ValueError(f"sample.steps must be in [1, {n_pos}], got {steps}")
+        sizes, left = [], n_pos
+        for s in range(steps):
+            keep = math.floor(n_pos * math.cos(math.pi / 2 * (s + 1) / steps))
+            keep = max(min(keep, left - 1), steps - s - 1)
+            sizes.append(left - keep)
+            left = keep
+        return sizes
+    if positions_per_step < 1:
+        raise ValueError(f"sample.positions_per_step must be >= 1, got {positions_per_step}")
+    return [min(positions_per_step, n_pos - i) for i in range(0, n_pos, positions_per_step)]
 
 
 class _Clock:

@@ -1,7 +1,8 @@
 """Pre-norm Transformer blocks shared by the causal backbone and the bidirectional head.
 
 Two inference conveniences beyond a plain block:
-- ``KVCache``: keys/values of past steps, so causal decoding costs one token per step;
+- ``KVCache``: keys/values of past steps, so causal decoding costs only the new tokens per step
+  (one, or a chunk of several with causal attention inside the chunk);
 - ``rows``: compute the outputs of only some query rows (the head's last layer needs just the
   slot of the next position during sampling).
 """
@@ -57,13 +58,14 @@ class Attention(nn.Module):
         if rows is not None:  # queries of selected rows only: (B, R)
             q = q.gather(1, rows[..., None].expand(-1, -1, c))
         q, k, v = self._split(q), self._split(k), self._split(v)
+        mask = None
         if cache is not None:
             past = cache.len
             k, v = cache.append(k, v)
-            if past and t > 1:
-                raise ValueError("cached decoding takes one token per step after the first call")
+            if past and t > 1 and causal:  # a chunk of t new tokens: all the past, causal inside
+                mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
             causal = causal and past == 0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[2] > 1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and q.shape[2] > 1)
         y = y.transpose(1, 2).reshape(b, q.shape[2], c)
         return self.proj(y)
 
