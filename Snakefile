@@ -3,6 +3,7 @@
 # One paper table or figure:  snakemake --cores all table1   (table2, table4, fig6, fig7, fig8)
 # On a SLURM cluster:  snakemake --workflow-profile workflow/profiles/slurm ablations --config preset=...
 import sys
+from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
@@ -102,6 +103,12 @@ rule ablations:
         ["results/README.md"] if PRESET == "default" else [],
 
 
+rule speed:
+    """Speed vs quality of k positions per sampling step (results/report/<preset>/speed.md)."""
+    input:
+        paths.report_dir(PRESET) / "speed.md" if CFG.workflow.table2 else [],
+
+
 rule stability:
     """A rerun preset (workflow.rerun_of set): which of the original's verdicts hold."""
     input:
@@ -111,4 +118,5 @@ rule stability:
 rule all:
     input:
         rules.ablations.input,
+        rules.speed.input,
         paths.bench(PRESET),

@@ -23,7 +23,7 @@ from heptapod.utils.io import CheckpointError, git_commit, write_json
 
 log = logging.getLogger("heptapod")
 # stages that take a HEPTAPOD_GPUS device
-GPU_STAGES = {"train", "sample", "progress", "likelihood", "noise-floor", "extract-latents", "evaluate",
+GPU_STAGES = {"train", "sample", "progress", "likelihood", "noise-floor", "speed", "extract-latents", "evaluate",
               "evaluate-tokenizer", "bench"}
 
 
@@ -164,6 +164,20 @@ def cmd_noise_floor(args, cfg) -> dict:
     out = noise_floor(cfg, args.train, args.real, args.classifier)
     write_json(args.out, {**out, **_provenance(args, cfg)})
     return {str(k): v["fid_sd"] for k, v in out["by_count"].items()}
+
+
+def cmd_speed(args, cfg) -> dict:
+    from heptapod.evaluation.speed import family_fid_noise, speed_curve, write_speed
+    from heptapod.evaluation.stage import reference_images
+
+    baselines = dict(b.split("=", 1) for b in args.baseline)
+    noise = family_fid_noise(args.noise_from) if args.noise_from else {}
+    result = speed_curve(cfg, args.model, baselines, args.tokenizer, reference_images(cfg, args.real),
+                         args.classifier, noise)
+    extractor = "Inception" if cfg.evaluate.inception_weights else "dataset classifier"
+    out = Path(args.out_dir)
+    write_speed(result, args.variant or "", extractor, out / "speed.json", out / "speed.md", out / "speed.png")
+    return {f"k={r['k']}": f"{r['images_per_s']:.3g} img/s, FID {r['fid']:.4g}" for r in result["rows"]}
 
 
 def cmd_progress(args, cfg) -> dict:
@@ -353,6 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
             "at the runs' sample counts: the metric's own noise")
     p.add_argument("--train", required=True, help="train-split image store (the 'samples' of the floor)")
     p.add_argument("--out", required=True)
+    _reference_args(p)
+    p = add("speed", cmd_speed, "images/s and FID/IS/KID of a run at k positions per sampling step "
+            "(evaluate.speed_positions)", variant=True)
+    for a in ("--model", "--tokenizer", "--out-dir"):
+        p.add_argument(a, required=True)
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME=MODEL",
+                   help="a one-position-per-step model whose images/s stands beside (repeatable)")
+    p.add_argument("--noise-from", default=None, help="a family report (.json) whose FID noise judges "
+                   "quality changes (none: no verdict)")
     _reference_args(p)
     p = add("progress", cmd_progress, "FID / IS / KID of a run's snapshots (metrics vs training)",
             variant=True)

@@ -162,6 +162,8 @@ class EvaluateConfig:
                                   "test latent store, a fixed random subset); null: the whole split.")
     nll_orders: int = _doc("Generation orders per image for random-order models' likelihood (>= 4).")
     nll_batch_size: int = _doc("Images per likelihood batch (each runs the head at all N prefixes).")
+    speed_positions: list[int] = _doc("Positions per sampling step measured by the 'speed' target "
+                                      "(images/s and FID/IS/KID of the headline run at each).")
     floor_draws: int = _doc("Draws of real train-split images scored against the reference set for "
                             "the metric's noise floor at the runs' sample counts.")
 

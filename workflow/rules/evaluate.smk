@@ -96,3 +96,43 @@ rule bench:
     shell:
         "{HEPTAPOD} bench --preset {wildcards.preset} --threads {threads} --latents {input}"
         " --out {output} 2>&1 | tee {log}"
+
+
+def speed_inputs(w):
+    """The headline run, the 1D baselines of Table 1 (seed 0) and Table 1's noise, if any."""
+    cfg = resolve(config, w.preset)
+    run = cfg.workflow.table2[0]
+    ones = [r for r in cfg.workflow.family_runs("table1")
+            if "@" not in r and resolve(config, w.preset, r).model.head == "1d"]
+    inputs = {"model": paths.model(w.preset, run),
+              "tokenizer": paths.tokenizer(w.preset, tokenizer_kind(resolve(config, w.preset, run))),
+              "baselines": [paths.model(w.preset, r) for r in ones]}
+    if cfg.workflow.family_runs("table1"):
+        inputs["noise"] = paths.family_report(w.preset, "table1", "json")
+    return inputs
+
+
+rule speed_curve:
+    """Speed vs quality of k positions per sampling step for the headline run (target 'speed')."""
+    input:
+        unpack(reference),
+        unpack(speed_inputs),
+    output:
+        json="results/report/{preset}/speed.json",
+        md="results/report/{preset}/speed.md",
+        png="results/report/{preset}/speed.png",
+    params:
+        cfg=lambda w: fingerprint(resolve(config, w.preset), "sample", "evaluate"),
+        run=lambda w: resolve(config, w.preset).workflow.table2[0],
+        baselines=lambda w, input: "".join(f" --baseline {Path(p).parent.name}={p}" for p in input.baselines),
+        noise=lambda w, input: f" --noise-from {input.noise}" if "noise" in input.keys() else "",
+        reference=reference_args,
+    threads: threads("bench")
+    resources:
+        **resources("bench"),
+    log:
+        "results/logs/speed/{preset}.log",
+    shell:
+        "{HEPTAPOD} speed --preset {wildcards.preset} --variant {params.run} --threads {threads}"
+        " --model {input.model} --tokenizer {input.tokenizer}{params.baselines}{params.noise}{params.reference}"
+        " --out-dir results/report/{wildcards.preset} 2>&1 | tee {log}"
