@@ -4,11 +4,15 @@ Measures, on the machine it runs on, with the preset's model and batch size:
 - training: backbone-only step (next-token linear output) vs backbone + global head at n = 1;
 - sampling: images/s with and without the backbone KV cache, and the share of sampling time in
   the backbone vs the head (with the cache, the head should dominate);
+- parallel decoding: images/s and backbone share of the global head at k positions per step
+  (``evaluate.speed_positions``);
+- the 1D baseline's KV cache at the paper's 16x16 grid: cached vs uncached images/s;
 - data: latent-store batches/s vs training steps/s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 
@@ -17,7 +21,7 @@ import torch.nn.functional as F
 
 from heptapod.config import Config
 from heptapod.data.store import LatentStore
-from heptapod.models.heptapod import Heptapod
+from heptapod.models.heptapod import Heptapod, ModelSpec
 from heptapod.sample import balanced_labels
 from heptapod.train import build_model, training_batch
 from heptapod.utils.training import step_generator
@@ -44,6 +48,39 @@ def _time_train(model: Heptapod, loss_fn, batches_, steps: int) -> float:
     return sorted(times)[len(times) // 2]  # median
 
 
+def _time_sample(model: Heptapod, labels: torch.Tensor, **kw) -> tuple[float, dict]:
+    timer: dict = {}
+    t0 = time.perf_counter()
+    model.sample(labels, generator=step_generator(0, 0), timer=timer, **kw)
+    return time.perf_counter() - t0, timer
+
+
+def parallel_decoding(model: Heptapod, labels: torch.Tensor, ks: list[int]) -> dict:
+    """images/s and backbone share at each k; target: k = 4 >= 3x the images/s of k = 1."""
+    rows = {}
+    for k in ks:
+        t, timer = _time_sample(model, labels, positions_per_step=k)
+        rows[f"k={k}"] = {"images_per_s": len(labels) / t,
+                          "backbone_share": timer["backbone"] / (timer["backbone"] + timer["head"])}
+    base = rows["k=1"]["images_per_s"] if "k=1" in rows else None
+    for r in rows.values():
+        r["speedup_vs_k1"] = r["images_per_s"] / base if base else None
+    return {"batch": len(labels), **rows, "target_k4_speedup_min": 3.0}
+
+
+def one_d_cache_at_16x16(spec: ModelSpec, labels: torch.Tensor) -> dict:
+    """The 1D baseline at the paper's 16x16 grid (random weights: only speed is measured):
+    KV-cached vs recomputed sampling; target: the cache >= 8x faster."""
+    torch.manual_seed(0)
+    model = Heptapod(dataclasses.replace(spec, grid_size=16, head="1d", order="raster")).eval()
+    model.sample(labels[:2], generator=step_generator(0, 0))  # warm-up
+    t_cached, _ = _time_sample(model, labels, use_cache=True)
+    t_uncached, _ = _time_sample(model, labels, use_cache=False)
+    return {"grid": 16, "batch": len(labels), "images_per_s_kv_cache": len(labels) / t_cached,
+            "images_per_s_no_cache": len(labels) / t_uncached, "kv_cache_speedup": t_uncached / t_cached,
+            "target_speedup_min": 8.0}
+
+
 def run_bench(cfg: Config, latents_path: str) -> dict:
     store = LatentStore(latents_path)
     model = build_model(cfg, store)
@@ -56,6 +93,7 @@ def run_bench(cfg: Config, latents_path: str) -> dict:
 
     model.eval()
     labels = balanced_labels(cfg.bench.sample_batch, store.num_classes)
+    model.sample(labels[:2], generator=step_generator(0, 0))  # warm-up: first calls pay allocations
     timer: dict = {}
     t0 = time.perf_counter()
     model.sample(labels, generator=step_generator(0, 0), use_cache=True, timer=timer)
@@ -63,6 +101,9 @@ def run_bench(cfg: Config, latents_path: str) -> dict:
     t0 = time.perf_counter()
     model.sample(labels, generator=step_generator(0, 0), use_cache=False)
     t_uncached = time.perf_counter() - t0
+
+    parallel = parallel_decoding(model, labels, cfg.evaluate.speed_positions) if cfg.model.head == "global" else None
+    one_d = one_d_cache_at_16x16(model.spec, labels)
 
     reader = LatentStore(latents_path)  # fresh: no block cached yet
     n_loader = 20 * (steps + 2)
@@ -90,6 +131,8 @@ def run_bench(cfg: Config, latents_path: str) -> dict:
             "backbone_share_kv_cache": timer["backbone"] / (timer["backbone"] + timer["head"]),
             "target_backbone_share_max": 0.15,
         },
+        "parallel_decoding": parallel,
+        "one_d_cache_16x16": one_d,
         "loader": {
             "batches_per_s": loader_bps, "train_steps_per_s": 1 / t_full,
             "loader_to_train_ratio": loader_bps * t_full, "target_ratio_min": 20,

@@ -160,6 +160,7 @@ def test_bench_writes_the_three_ratios(project):
     assert bench["train"]["head_step_ratio"] > 0
     assert 0 < bench["sample"]["backbone_share_kv_cache"] < 1
     assert bench["loader"]["loader_to_train_ratio"] > 0
+    assert bench["parallel_decoding"]["k=4"]["images_per_s"] > 0 and bench["one_d_cache_16x16"]["kv_cache_speedup"] > 0
     # the speed target: the headline run at every k, with the 1D baseline's images/s beside it
     speed = json.loads((project / "results/report/smoke/speed.json").read_text())
     assert [r["k"] for r in speed["rows"]] == [1, 4] and speed["rows"][1]["head_calls"] == 16
