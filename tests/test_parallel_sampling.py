@@ -35,11 +35,12 @@ def test_k_per_step_with_and_without_cache_agree(k):
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("head", ["global", "local"])
 @pytest.mark.parametrize("k,steps", [(3, None), (16, None), (1, 5)])
-def test_every_position_is_filled_exactly_once(k, steps):
+def test_every_position_is_filled_exactly_once(head, k, steps):
     """Tokens drawn from a vocabulary without 0 (huge bias): any unfilled slot would stay 0, and
     each step's head call sees exactly the positions filled so far."""
-    m = tiny()
+    m = tiny(head)
     with torch.no_grad():
         m.out.linear.bias[0] = -1e9
     calls = []
@@ -77,7 +78,31 @@ def test_fill_schedule():
         fill_schedule(4, 0)
 
 
-@pytest.mark.parametrize("head", ["1d", "local"])
-def test_other_heads_refuse_several_positions_per_step(head):
-    with pytest.raises(ValueError, match="global 2D head"):
-        tiny(head).sample(torch.tensor([0]), positions_per_step=2)
+def test_1d_baselines_refuse_several_positions_per_step():
+    with pytest.raises(ValueError, match="1D baselines"):
+        tiny("1d").sample(torch.tensor([0]), positions_per_step=2)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+@torch.no_grad()
+def test_local_head_step_reads_each_positions_own_tile(k):
+    """k positions at once from the local head = each position's tile run alone on the same prefix."""
+    from heptapod.models.heads import SamplingContext
+
+    m = tiny("local")
+    g = torch.Generator().manual_seed(5)
+    ctx = SamplingContext(torch.randn(2, 16, 16, dtype=torch.double, generator=g), torch.zeros(2, 16, 16, dtype=torch.double),
+                          torch.zeros(2, 16, dtype=torch.bool), t=5)
+    pos = torch.stack([torch.randperm(16, generator=g)[:k] for _ in range(2)])
+    together = m.head.step(ctx, pos)
+    alone = torch.stack([m.head.step(ctx, pos[:, i]) for i in range(k)], dim=1)
+    torch.testing.assert_close(together, alone)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_local_head_k_per_step_fills_everything_with_and_without_cache(k):
+    m = tiny("local")
+    labels = torch.tensor([0, 2])
+    a = m.sample(labels, generator=torch.Generator().manual_seed(1), positions_per_step=k)
+    b = m.sample(labels, generator=torch.Generator().manual_seed(1), positions_per_step=k, use_cache=False)
+    assert torch.equal(a, b) and a.shape == (2, 16)

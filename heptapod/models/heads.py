@@ -144,10 +144,16 @@ class LocalHead(nn.Module):
         return int(self._tiles(order, prefix)[3].sum())
 
     def step(self, ctx: SamplingContext, pos: torch.Tensor) -> torch.Tensor:
-        positions = self.members[self.tile_of[pos]]  # (B, w)
-        out = self.run(positions, ctx.states_by_step[:, :ctx.t + 1], None)
-        col = (positions == pos[:, None]).float().argmax(dim=1)
-        return out[torch.arange(len(pos)), col]
+        """Output (B, D) at ``pos`` (B,); for ``pos`` (B, k), (B, k, D): the tile of each position
+        is run on the same prefix, all k tiles in one batched call."""
+        flat = pos.reshape(-1)  # (B * k,)
+        k = len(flat) // len(pos)
+        positions = self.members[self.tile_of[flat]]  # (B * k, w)
+        context = ctx.states_by_step[:, :ctx.t + 1]
+        out = self.run(positions, context.repeat_interleave(k, dim=0) if k > 1 else context, None)
+        col = (positions == flat[:, None]).float().argmax(dim=1)
+        picked = out[torch.arange(len(flat)), col]
+        return picked.view(*pos.shape, -1) if pos.ndim == 2 else picked
 
 
 class NextTokenHead(nn.Module):

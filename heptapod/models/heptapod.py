@@ -254,18 +254,17 @@ class Heptapod(nn.Module):
 
         Positions are filled in the sample's order (uniformly random among the remaining ones for
         the random-order models), ``positions_per_step`` at a time, or by a cosine schedule over
-        ``steps`` steps (:func:`fill_schedule`). Each step runs the head once, reads the
-        outputs at the positions it fills, samples their tokens and feeds them to the backbone
+        ``steps`` steps (:func:`fill_schedule`). Each step runs the head once (the local head:
+        the tile of each position, batched in one call), reads the outputs at the positions it fills, samples their tokens and feeds them to the backbone
         in one chunk (KV cache; causal inside the chunk, in the order fed: a valid training
         order). Without ``use_cache`` the backbone recomputes the whole prefix (the baseline the
         cache is measured against). One position per step is the paper's sampler.
         """
         b, n_pos, d = labels.shape[0], self.spec.num_positions, self.spec.width
         sizes = fill_schedule(n_pos, positions_per_step, steps)
-        if max(sizes) > 1 and self.spec.head != "global":
-            raise ValueError(f"sample.positions_per_step / sample.steps: only the global 2D head fills several "
-                             f"positions per step (this model's head: '{self.spec.head}'; the 1D baselines "
-                             "predict one next position per step)")
+        if max(sizes) > 1 and self.spec.head == "1d":
+            raise ValueError("sample.positions_per_step / sample.steps: the 1D baselines predict one next "
+                             "position per step; only the 2D heads fill several")
         device = labels.device
         order = self.orders(b, generator, device)
         dtype = self.pos_emb.dtype
