@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from heptapod.evaluation.fidelity import fidelity_metrics, train_classifier
-from heptapod.config import ClassifierConfig, EvaluateConfig
+from conftest import ROOT
+from heptapod.config import ClassifierConfig, load_params, resolve
 
 
 def toy_images(n, seed, noise):
@@ -29,8 +30,8 @@ def classifier(tmp_path_factory):
     return path
 
 
-EVAL = EvaluateConfig(inception_weights=None, reference_stats=None, kid_subset_size=50, batch_size=64,
-                      nll_images=None, nll_orders=4, nll_batch_size=8, floor_draws=2)
+EVAL = dataclasses.replace(resolve(load_params(ROOT / "params.yaml"), "smoke").evaluate, inception_weights=None,
+                           reference_stats=None, kid_subset_size=50, batch_size=64)
 
 
 def test_fid_separates_real_from_noise(classifier):

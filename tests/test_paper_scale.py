@@ -3,6 +3,7 @@ images, checkpoints in the published LlamaGen/MAR layouts (random weights, narro
 Inception network (random weights, made here: the real file is a download), FID against a
 reference-statistics file as with ADM's batch, sharded latents and samples, the npz/PNG export."""
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT
-from heptapod.config import EvaluateConfig
+from heptapod.config import load_params, resolve
 from heptapod.tokenizers.published import LlamaGenVQConfig, MARKLConfig, build_published
 
 pytestmark = pytest.mark.workflow
@@ -69,7 +70,9 @@ def standin(tmp_path_factory):
 
     val = np.stack([np.asarray(center_crop_resize(Image.open(p).convert("RGB"), 64)).transpose(2, 0, 1)
                     for p in sorted((tmp / "imagenet" / "val").rglob("*.JPEG"))])
-    stats = reference_statistics(val, EvaluateConfig(str(weights), None, 8, 8, None, 4, 8, 2), None)
+    stats = reference_statistics(val, dataclasses.replace(resolve(load_params(ROOT / "params.yaml"), "smoke").evaluate,
+                                                    inception_weights=str(weights), reference_stats=None,
+                                                    kid_subset_size=8, batch_size=8), None)
     np.savez(tmp / "ref.npz", mu=stats["mu"], sigma=stats["sigma"], arr_0=val.transpose(0, 2, 3, 1))
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
