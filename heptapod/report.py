@@ -423,7 +423,10 @@ def write_family(params_path: str, preset: str, cfg: Config, family: str, out_di
 
 
 def _num(x):
-    """JSON-safe number: NaN (no spread with one seed) becomes null."""
+    """JSON-safe number: None or NaN (no spread with one seed, no KID without reference
+    features) becomes null."""
+    if x is None:
+        return None
     x = float(x)
     return None if math.isnan(x) else x
 

@@ -168,7 +168,8 @@ def test_paper_table_on_a_cluster_plans_the_intended_jobs(tmp_path):
     out = proc.stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert counts["extract_latents"] == 8 and counts["merge_latents"] == 1  # train split only
+    # train and val splits: the val latents give the held-out NLL and the per-snapshot validation
+    assert counts["extract_latents"] == 16 and counts["merge_latents"] == 2
     assert counts["sample"] == 8 and counts["merge_samples"] == 1 and counts["train"] == 1
     assert "train_classifier" not in counts  # Inception replaces the dataset classifier
     assert "--nproc 8" in out and "--published" in out
