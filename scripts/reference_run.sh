@@ -6,11 +6,12 @@
 #   nohup bash scripts/reference_run.sh > reference.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SNAKEMAKE=(.venv/bin/snakemake --cores all --config preset=reference)
+SNAKEMAKE=(.venv/bin/snakemake --cores all)
+CONFIG=(--config preset=reference)  # last: --config takes every word after it
 # a killed run leaves Snakemake's lock behind; nothing else may be running on this folder
-"${SNAKEMAKE[@]}" --unlock >/dev/null 2>&1 || true
+"${SNAKEMAKE[@]}" --unlock "${CONFIG[@]}" >/dev/null 2>&1 || true
 for target in table1 fig8 table4 fig7 fig6 ablations; do
     echo "reference run: $target ($(date -u +%FT%TZ))"
-    "${SNAKEMAKE[@]}" "$target"
+    "${SNAKEMAKE[@]}" "$target" "${CONFIG[@]}"
 done
 echo "reference run: done ($(date -u +%FT%TZ)); report in results/report/reference/"
