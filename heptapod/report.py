@@ -167,14 +167,17 @@ def family_table(agg: pd.DataFrame, extractor: str, paper_cols: list[dict | None
 
 # ----------------------------------------------------------------------------- statements
 def family_noise(rows: pd.DataFrame, seed_rows: pd.DataFrame | None, floor: dict | None,
-                 samples: int) -> dict[str, verdicts.Noise]:
+                 samples: int) -> tuple[dict[str, verdicts.Noise], str]:
     """The noise of each metric for one family: seed SD pooled over the family's own seed
-    replicates (else over ``seed_rows``, Table 1's), floor SD at the runs' sample count."""
+    replicates (else over ``seed_rows``, Table 1's), floor SD at the runs' sample count; and
+    where the seed SD came from."""
     own = verdicts.seed_noise(rows, METRICS)
     other = verdicts.seed_noise(seed_rows, METRICS) if seed_rows is not None else {}
     at = (floor or {}).get("by_count", {}).get(str(samples), {})
+    source = ("its own seed replicates" if own["fid"] is not None else
+              "Table 1's seed replicates" if seed_rows is not None else "no seed replicates (seed noise unmeasured)")
     return {m: verdicts.Noise(own[m] if own[m] is not None else other.get(m), at.get(f"{m}_sd"))
-            for m in METRICS}
+            for m in METRICS}, source
 
 
 def _judge(agg: pd.DataFrame, better: str, worse: str, metric: str, noise: dict) -> tuple[str, str]:
@@ -186,9 +189,18 @@ def _judge(agg: pd.DataFrame, better: str, worse: str, metric: str, noise: dict)
     return verdict, f"{better} {_fmt(a[metric])} vs {worse} {_fmt(b[metric])} (threshold {_fmt(thr)}): {verdict}"
 
 
-def _verdict_line(name: str, metric: str, results: list[tuple[str, str]]) -> tuple[str, str]:
-    verdict = verdicts.combine([v for v, _ in results])
-    return verdict, f"By {name}: **{verdict}** ({'; '.join(t for _, t in results)})."
+def _judged_lines(agg: pd.DataFrame, pairs: list[tuple[str, str]], noise: dict) -> tuple[list[str], dict]:
+    """One line per score (FID, held-out NLL) judging every (better, worse) pair, and the
+    combined verdict per score; a score that a compared variant lacks is left out."""
+    compared = agg.set_index("variant").loc[list(dict.fromkeys(v for pair in pairs for v in pair))]
+    lines, out = [], {}
+    for metric, name in (("fid", "FID"), ("nll", "held-out NLL")):
+        if compared[metric].isna().any():
+            continue
+        results = [_judge(agg, a, b, metric, noise) for a, b in pairs]
+        out[metric] = verdicts.combine([v for v, _ in results])
+        lines.append(f"By {name}: **{out[metric]}** ({'; '.join(t for _, t in results)}).")
+    return lines, out
 
 
 def _order_statement(agg: pd.DataFrame, paper_cols: list[dict | None], what: str,
@@ -197,27 +209,17 @@ def _order_statement(agg: pd.DataFrame, paper_cols: list[dict | None], what: str
     if len(matched) < 2:
         return f"{what}: fewer than two variants with a paper counterpart; nothing to rank.", {}
     theirs = [v for v, _ in sorted(matched, key=lambda m: m[1])]
-    pairs = list(zip(theirs, theirs[1:]))
-    out, text = {}, [f"{what}: the paper's order (FID, best first) is {' < '.join(theirs)}."]
-    for metric, name in (("fid", "FID"), ("nll", "held-out NLL")):
-        if agg.set_index("variant").loc[theirs, metric].isna().any():
-            continue
-        out[metric], line = _verdict_line(name, metric, [_judge(agg, a, b, metric, noise) for a, b in pairs])
-        text.append(line)
-    return " ".join(text), out
+    lines, out = _judged_lines(agg, list(zip(theirs, theirs[1:])), noise)
+    return " ".join([f"{what}: the paper's order (FID, best first) is {' < '.join(theirs)}.", *lines]), out
 
 
 def _density_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
     a = agg.sort_values("n")
     lo, hi = a.iloc[0]["variant"], a.iloc[-1]["variant"]
-    text, out = [f"Fig. 8 (paper: {paper.CLAIMS['fig8']}): n = {int(a.iloc[0]['n'])} vs n = {int(a.iloc[-1]['n'])}."], {}
-    for metric, name in (("fid", "FID"), ("nll", "held-out NLL")):
-        if a[metric].isna().any():
-            continue
-        out[metric], line = _verdict_line(name, metric, [_judge(agg, hi, lo, metric, noise)])
-        text.append(line)
-    text.append("FID by n: " + ", ".join(f"n={int(n)}: {_fmt(f)}" for n, f in zip(a["n"], a["fid"])) + ".")
-    return " ".join(text), out
+    lines, out = _judged_lines(agg, [(hi, lo)], noise)
+    by_n = "FID by n: " + ", ".join(f"n={int(n)}: {_fmt(f)}" for n, f in zip(a["n"], a["fid"])) + "."
+    return " ".join([f"Fig. 8 (paper: {paper.CLAIMS['fig8']}): n = {int(a.iloc[0]['n'])} vs "
+                     f"n = {int(a.iloc[-1]['n'])}.", *lines, by_n]), out
 
 
 def _window_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
@@ -225,13 +227,9 @@ def _window_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
     if base.empty or rest.empty:
         return "Fig. 7: not enough window variants to compare.", {}
     g = base.iloc[0]["variant"]
-    text, out = [f"Fig. 7 (paper: {paper.CLAIMS['fig7']}): w = N (n = 1) against each local window."], {}
-    for metric, name in (("fid", "FID"), ("nll", "held-out NLL")):
-        if agg[metric].isna().any():
-            continue
-        out[metric], line = _verdict_line(name, metric, [_judge(agg, g, v, metric, noise) for v in rest["variant"]])
-        text.append(line)
-    return " ".join(text), out
+    lines, out = _judged_lines(agg, [(g, v) for v in rest["variant"]], noise)
+    return " ".join([f"Fig. 7 (paper: {paper.CLAIMS['fig7']}): w = N (n = 1) against each local window.",
+                     *lines]), out
 
 
 def _tokens_statement(preset: str, runs: list[str], agg: pd.DataFrame, floor: dict | None,
@@ -370,7 +368,7 @@ def write_family(params_path: str, preset: str, cfg: Config, family: str, out_di
     seed_runs = cfg.workflow.noise_runs(family)
     seed_rows = pd.DataFrame([run_row(preset, r) for r in seed_runs]) if seed_runs else None
     floor = read_json(paths.noise_floor(preset))
-    noise = family_noise(rows, seed_rows, floor, cfg.sample.num_samples)
+    noise, source = family_noise(rows, seed_rows, floor, cfg.sample.num_samples)
     params = load_params(params_path)  # read and validated once, resolved per variant
     agg["n"] = [resolve(params, preset, v).train.supervision_density for v in agg["variant"]]
     paper_cols = paper_rows(family, preset, agg)
@@ -396,8 +394,6 @@ def write_family(params_path: str, preset: str, cfg: Config, family: str, out_di
         plot_bars(agg, title, extractor, png)
     with atomic_path(out_dir / f"{family}.csv") as tmp:
         table.to_csv(tmp, index=False)
-    source = "its own seed replicates" if verdicts.seed_noise(rows, ("fid",))["fid"] is not None else (
-        "Table 1's seed replicates" if seed_runs else "no seed replicates (seed noise unmeasured)")
     noise_line = (f"Noise used for the verdicts (seed SD from {source}; floor at {cfg.sample.num_samples} "
                   f"samples): " + "; ".join(f"{m.upper()}: {noise[m].describe()}" for m in ("fid", "nll")))
     text = f"## {title}\n\n{statement}\n\n{noise_line}\n\n{markdown(table)}\n"
