@@ -173,10 +173,13 @@ class Heptapod(nn.Module):
         tokens (B, N) in grid (raster) order; labels (B,); order (B, N); prefix (B, n) prefix
         lengths in [0, N - 1] (ignored by the 1D head, which is supervised at every step).
         """
+        return self.head.train_outputs(self.head_states(tokens, labels, order), order, prefix)
+
+    def head_states(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """Projected backbone states h_0..h_{N-1} (B, N, D) of whole sequences in ``order``."""
         seq = tokens[torch.arange(len(tokens), device=tokens.device)[:, None], order]  # generation order
         # The last token is never an input: at prefix N - 1 only one position is left.
-        h = self.to_head(self.backbone(self.backbone_inputs(seq[:, :-1], order, labels)))
-        return self.head.train_outputs(h, order, prefix)
+        return self.to_head(self.backbone(self.backbone_inputs(seq[:, :-1], order, labels)))
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
              prefix: torch.Tensor, generator: torch.Generator | None = None,
@@ -207,10 +210,8 @@ class Heptapod(nn.Module):
         """
         b, n_pos = order.shape
         if isinstance(self.head, GlobalHead):  # its last layer needs only the next slot
-            seq = tokens[torch.arange(b, device=tokens.device)[:, None], order]
-            h = self.to_head(self.backbone(self.backbone_inputs(seq[:, :-1], order, labels)))
             target = torch.arange(b, device=order.device)[:, None] * n_pos + order
-            return self.head.next_outputs(h, order), target.flatten()
+            return self.head.next_outputs(self.head_states(tokens, labels, order), order), target.flatten()
         prefix = torch.arange(n_pos, device=order.device).expand(b, n_pos)
         out, target, seen = self.head_outputs(tokens, labels, order, prefix)
         row = torch.div(target, n_pos, rounding_mode="floor")
@@ -284,8 +285,8 @@ class Heptapod(nn.Module):
         for k in sizes:
             pos = order[:, t:t + k]  # (B, k)
             with clock("head"):
-                z = self.head.step(ctx, pos if k > 1 else pos[:, 0])
-                tok = self.out.sample(z.reshape(b * k, d) if k > 1 else z, temperature, generator)
+                z = self.head.step(ctx, pos)  # (B, k, D); the 1D head gives (B, D) with k = 1
+                tok = self.out.sample(z.reshape(b * k, d), temperature, generator)
             tok = tok.view(b, k, *tok.shape[1:])
             tokens[arange[:, None], pos] = tok
             if t + k == n_pos:
