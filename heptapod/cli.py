@@ -174,9 +174,8 @@ def cmd_speed(args, cfg) -> dict:
     noise = family_fid_noise(args.noise_from) if args.noise_from else {}
     result = speed_curve(cfg, args.model, baselines, args.tokenizer, reference_images(cfg, args.real),
                          args.classifier, noise)
-    extractor = "Inception" if cfg.evaluate.inception_weights else "dataset classifier"
     out = Path(args.out_dir)
-    write_speed(result, args.variant or "", extractor, out / "speed.json", out / "speed.md", out / "speed.png")
+    write_speed(result, args.variant or "", out / "speed.json", out / "speed.md", out / "speed.png")
     return {f"k={r['k']}": f"{r['images_per_s']:.3g} img/s, FID {r['fid']:.4g}" for r in result["rows"]}
 
 

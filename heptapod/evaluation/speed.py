@@ -60,12 +60,12 @@ def speed_curve(cfg: Config, model_path: str | Path, baselines: dict[str, str | 
         base[name] = timed_generate(base_model, tokenizer, small, dataclasses.replace(cfg.sample, steps=None,
                                                                                       positions_per_step=1))[1]
     return {"rows": rows, "baselines_images_per_s": base, "fid_threshold": thr, "samples": len(labels),
+            "extractor": m["extractor"],
             "device": str(device), "threads": torch.get_num_threads()}
 
 
-def write_speed(result: dict, run: str, extractor: str, out_json: str | Path, out_md: str | Path,
-                out_png: str | Path) -> None:
-    rows = result["rows"]
+def write_speed(result: dict, run: str, out_json: str | Path, out_md: str | Path, out_png: str | Path) -> None:
+    rows, extractor = result["rows"], result["extractor"]
     lines = [f"## Parallel decoding: `{run}` with k positions per step", "",
              f"{result['samples']} samples per k on {result['device']} ({result['threads']} threads); "
              f"a FID change counts beyond {result['fid_threshold']:.3g} (2 x max(seed SD, floor SD)).", "",
@@ -78,7 +78,7 @@ def write_speed(result: dict, run: str, extractor: str, out_json: str | Path, ou
             f"`{n}` {v:.3g} images/s" for n, v in result["baselines_images_per_s"].items()) + "."]
     lines += ["", "![speed](speed.png)"]
     write_text(out_md, "\n".join(lines) + "\n")
-    write_json(out_json, {"run": run, "extractor": extractor, **result})
+    write_json(out_json, {"run": run, **result})
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["images_per_s"] for r in rows], [r["fid"] for r in rows], "-o")
     for r in rows:
