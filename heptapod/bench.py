@@ -7,12 +7,15 @@ Measures, on the machine it runs on, with the preset's model and batch size:
 - parallel decoding: images/s and backbone share of the global head at k positions per step
   (``evaluate.speed_positions``);
 - the 1D baseline's KV cache at the paper's 16x16 grid: cached vs uncached images/s;
-- data: latent-store batches/s vs training steps/s.
+- data: latent-store batches/s vs training steps/s;
+- training layouts on the CPU: one job on every thread vs one single-thread job per thread
+  (how the workflow places parallel jobs), and torch.compile on one thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import platform
 import time
 
@@ -81,6 +84,37 @@ def one_d_cache_at_16x16(spec: ModelSpec, labels: torch.Tensor) -> dict:
             "target_speedup_min": 8.0}
 
 
+def _layout_steps_per_s(cfg: Config, latents_path: str, threads: int, compiled: bool) -> float:
+    """Training steps/s of the preset's model (loss at its density, backward, AdamW) on
+    ``threads`` threads, eager or torch.compile'd; run in a fresh process per layout."""
+    torch.set_num_threads(threads)
+    store = LatentStore(latents_path)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, store)
+    step = torch.compile(model) if compiled else model
+    batches_ = [training_batch(store, cfg, model, s)[:4] for s in range(cfg.bench.steps + 2)]
+    step(*batches_[0])  # compiles (or warms up) outside the timed steps
+    return 1 / _time_train(model, lambda *b: step(*b)[0], batches_, cfg.bench.steps)
+
+
+def training_layouts(cfg: Config, latents_path: str, threads: int) -> dict:
+    """Aggregate training steps/s of the CPU layouts the workflow could use: one job on all
+    ``threads`` threads, ``threads`` concurrent single-thread jobs (measured side by side, so they
+    share memory bandwidth as parallel jobs do), and torch.compile on one thread."""
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no thread pool carried over
+    with ctx.Pool(threads) as pool:
+        one_job = pool.apply(_layout_steps_per_s, (cfg, latents_path, threads, False))
+        side_by_side = pool.starmap(_layout_steps_per_s, [(cfg, latents_path, 1, False)] * threads)
+        compiled = pool.apply(_layout_steps_per_s, (cfg, latents_path, 1, True))
+    rows = {f"1 job x {threads} threads": one_job,
+            f"{threads} jobs x 1 thread": sum(side_by_side),
+            "1 job x 1 thread": side_by_side[0],
+            "1 job x 1 thread, torch.compile": compiled}
+    return {"steps_per_s": rows,
+            "jobs_vs_threads_speedup": rows[f"{threads} jobs x 1 thread"] / one_job,
+            "compile_speedup_1_thread": compiled / side_by_side[0]}
+
+
 def run_bench(cfg: Config, latents_path: str) -> dict:
     store = LatentStore(latents_path)
     model = build_model(cfg, store)
@@ -104,6 +138,8 @@ def run_bench(cfg: Config, latents_path: str) -> dict:
 
     parallel = parallel_decoding(model, labels, cfg.evaluate.speed_positions) if cfg.model.head == "global" else None
     one_d = one_d_cache_at_16x16(model.spec, labels)
+
+    layouts = training_layouts(cfg, latents_path, torch.get_num_threads()) if cfg.bench.layouts else None
 
     reader = LatentStore(latents_path)  # fresh: no block cached yet
     n_loader = 20 * (steps + 2)
@@ -133,6 +169,7 @@ def run_bench(cfg: Config, latents_path: str) -> dict:
         },
         "parallel_decoding": parallel,
         "one_d_cache_16x16": one_d,
+        "train_layouts": layouts,
         "loader": {
             "batches_per_s": loader_bps, "train_steps_per_s": 1 / t_full,
             "loader_to_train_ratio": loader_bps * t_full, "target_ratio_min": 20,

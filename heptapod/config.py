@@ -172,6 +172,8 @@ class EvaluateConfig:
 class BenchConfig:
     steps: int = _doc("Timed steps per measurement (after warm-up).")
     sample_batch: int = _doc("Images per sampling measurement.")
+    layouts: bool = _doc("Also time training layouts (one job on all threads vs single-thread jobs "
+                         "side by side, torch.compile): a minute or more, in separate processes.")
 
 
 # The paper's table or figure each ablation family reproduces -> the workflow key listing its runs.
