@@ -33,9 +33,8 @@ from heptapod.models.diffloss import DiffLoss
 from heptapod.models.heads import GlobalHead, LocalHead, NextTokenHead, SamplingContext
 from heptapod.models.outputs import DiscreteOutput
 from heptapod.models.transformer import Transformer, xavier_init
+from heptapod.registry import HEADS, ORDERS
 
-HEADS = ("global", "local", "1d")
-ORDERS = ("random", "raster")
 
 
 @dataclass(frozen=True)
