@@ -27,35 +27,51 @@ from heptapod.data.store import LatentStore
 from heptapod.models.heptapod import Heptapod, ModelSpec
 from heptapod.sample import balanced_labels
 from heptapod.train import build_model, training_batch
+from heptapod.utils.device import autocast, resolve_device
 from heptapod.utils.training import step_generator
 
 
 def backbone_only_loss(model: Heptapod, tokens, labels, order, prefix) -> torch.Tensor:
-    """The backbone with a per-step linear next-token output: the cost floor of any head."""
-    seq = tokens.gather(1, order)
+    """The backbone with a per-step linear next-token output (discrete tokens) or no output at
+    all (continuous tokens): the cost floor of any head."""
+    idx = torch.arange(len(tokens), device=tokens.device)[:, None]
+    seq = tokens[idx, order]
     h = model.backbone(model.backbone_inputs(seq[:, :-1], order, labels))
+    if model.spec.tokens == "continuous":
+        return h.float().square().mean()
     return F.cross_entropy(model.out.logits(h).flatten(0, 1), seq.flatten())
 
 
+def _synced(device: torch.device) -> float:
+    """A timestamp after the device has finished its queued work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def _time_train(model: Heptapod, loss_fn, batches_, steps: int) -> float:
+    device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     times = []
     for i, batch in enumerate(batches_[: steps + 2]):
-        t0 = time.perf_counter()
-        loss = loss_fn(*batch)
+        t0 = _synced(device)
+        with autocast(device):
+            loss = loss_fn(*batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if i >= 2:  # the first steps pay allocation and warm-up costs
-            times.append(time.perf_counter() - t0)
+            times.append(_synced(device) - t0)
     return sorted(times)[len(times) // 2]  # median
 
 
 def _time_sample(model: Heptapod, labels: torch.Tensor, **kw) -> tuple[float, dict]:
+    device = next(model.parameters()).device
     timer: dict = {}
-    t0 = time.perf_counter()
-    model.sample(labels, generator=step_generator(0, 0), timer=timer, **kw)
-    return time.perf_counter() - t0, timer
+    t0 = _synced(device)
+    with autocast(device):
+        model.sample(labels.to(device), generator=step_generator(0, 0), timer=timer, **kw)
+    return _synced(device) - t0, timer
 
 
 def parallel_decoding(model: Heptapod, labels: torch.Tensor, ks: list[int]) -> dict:
@@ -71,12 +87,14 @@ def parallel_decoding(model: Heptapod, labels: torch.Tensor, ks: list[int]) -> d
     return {"batch": len(labels), **rows, "target_k4_speedup_min": 3.0}
 
 
-def one_d_cache_at_16x16(spec: ModelSpec, labels: torch.Tensor) -> dict:
-    """The 1D baseline at the paper's 16x16 grid (random weights: only speed is measured):
-    KV-cached vs recomputed sampling; target: the cache >= 8x faster."""
+def one_d_cache_at_16x16(spec: ModelSpec, labels: torch.Tensor, device: torch.device) -> dict:
+    """The 1D baseline at the paper's 16x16 grid (random weights, discrete tokens: only the
+    backbone's KV cache is measured): cached vs recomputed sampling; target: the cache >= 8x faster."""
     torch.manual_seed(0)
-    model = Heptapod(dataclasses.replace(spec, grid_size=16, head="1d", order="raster")).eval()
-    model.sample(labels[:2], generator=step_generator(0, 0))  # warm-up
+    one_d = dataclasses.replace(spec, grid_size=16, head="1d", order="raster", tokens="discrete",
+                                token_dim=1, vocab_size=max(spec.vocab_size, 16))
+    model = Heptapod(one_d).to(device).eval()
+    _time_sample(model, labels[:2])  # warm-up
     t_cached, _ = _time_sample(model, labels, use_cache=True)
     t_uncached, _ = _time_sample(model, labels, use_cache=False)
     return {"grid": 16, "batch": len(labels), "images_per_s_kv_cache": len(labels) / t_cached,
@@ -116,30 +134,29 @@ def training_layouts(cfg: Config, latents_path: str, threads: int) -> dict:
 
 
 def run_bench(cfg: Config, latents_path: str) -> dict:
+    """Every measurement, on the device the preset names (``workflow.device``)."""
+    device = resolve_device(cfg.workflow.device)
     store = LatentStore(latents_path)
-    model = build_model(cfg, store)
+    model = build_model(cfg, store).to(device)
     steps, bsz = cfg.bench.steps, cfg.train.batch_size
     batches_ = [training_batch(store, cfg, model, s) for s in range(steps + 2)]
-    n1 = [(t, y, o, p[:, :1]) for t, y, o, p, _ in batches_]
+    n1 = [tuple(x.to(device) for x in (t, y, o, p[:, :1])) for t, y, o, p, _ in batches_]
     t_backbone = _time_train(model, lambda *b: backbone_only_loss(model, *b), n1, steps)
     t_full = _time_train(model, lambda *b: model.loss(*b)[0], n1, steps)
     tokens_per_step = bsz * store.grid_size ** 2
 
     model.eval()
     labels = balanced_labels(cfg.bench.sample_batch, store.num_classes)
-    model.sample(labels[:2], generator=step_generator(0, 0))  # warm-up: first calls pay allocations
-    timer: dict = {}
-    t0 = time.perf_counter()
-    model.sample(labels, generator=step_generator(0, 0), use_cache=True, timer=timer)
-    t_cached = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.sample(labels, generator=step_generator(0, 0), use_cache=False)
-    t_uncached = time.perf_counter() - t0
+    _time_sample(model, labels[:2])  # warm-up: first calls pay allocations
+    t_cached, timer = _time_sample(model, labels, use_cache=True)
+    t_uncached, _ = _time_sample(model, labels, use_cache=False)
 
     parallel = parallel_decoding(model, labels, cfg.evaluate.speed_positions) if cfg.model.head == "global" else None
-    one_d = one_d_cache_at_16x16(model.spec, labels)
+    one_d = one_d_cache_at_16x16(model.spec, labels, device)
 
-    layouts = training_layouts(cfg, latents_path, torch.get_num_threads()) if cfg.bench.layouts else None
+    # thread layouts are a CPU question; a GPU job's throughput is the GPU's
+    cpu_layouts = cfg.bench.layouts and device.type == "cpu"
+    layouts = training_layouts(cfg, latents_path, torch.get_num_threads()) if cpu_layouts else None
 
     reader = LatentStore(latents_path)  # fresh: no block cached yet
     n_loader = 20 * (steps + 2)
@@ -150,7 +167,9 @@ def run_bench(cfg: Config, latents_path: str) -> dict:
 
     return {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "device": "cpu"},
+                    "torch": torch.__version__, "device": device.type,
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "tokens": cfg.model.tokens,
         "model": {"params": model.num_params(), "width": cfg.model.width,
                   "depth": f"{cfg.model.backbone_depth}/{cfg.model.head_depth}",
                   "grid": store.grid_size, "batch_size": bsz},
