@@ -19,7 +19,7 @@ from pathlib import Path
 
 from heptapod.config import FAMILIES, ConfigError, load_config, load_params, params_schema, preset_names
 from heptapod.data.store import StoreError
-from heptapod.utils.io import CheckpointError, git_commit, write_json
+from heptapod.utils.io import CheckpointError, git_commit, read_json, write_json
 
 log = logging.getLogger("heptapod")
 # stages that take a HEPTAPOD_GPUS device
@@ -95,7 +95,8 @@ def cmd_train(args, cfg) -> dict:
         return launch_ddp(args.nproc, args.argv)
     from heptapod.train import train
 
-    return train(cfg, args.latents, args.out_dir, max_steps=args.max_steps, val_latents=args.val_latents)
+    return train(cfg, args.latents, args.out_dir, max_steps=args.max_steps, val_latents=args.val_latents,
+                 restart_stale=args.restart_stale)
 
 
 class LaunchError(RuntimeError):
@@ -214,6 +215,9 @@ def cmd_report(args, cfg) -> dict:
     return write_report(args.params, args.preset, cfg, args.out_dir)
 
 
+SCORE_KEYS = ("fid", "is", "kid", "nll", "dloss")  # per run, in the DVC metrics files
+
+
 def cmd_publish(args, cfg) -> dict:
     """Copy a finished report (or one family of it) to the folder DVC owns (DVC never claims
     Snakemake's outputs)."""
@@ -230,7 +234,14 @@ def cmd_publish(args, cfg) -> dict:
     for file in files:
         with atomic_path(dst / file.name) as tmp:
             tmp.write_bytes(file.read_bytes())
-    return {"published": [f.name for f in files], "to": str(dst)}
+    if args.family:
+        return {"published": [f.name for f in files], "to": str(dst)}
+    # what `dvc metrics show` / `dvc metrics diff` read: one small file per run, so DVC prints
+    # one row per run with a column per score
+    runs = read_json(src / "metrics.json")["runs"]
+    for run, row in runs.items():
+        write_json(dst / "scores" / f"{run}.json", {k: row[k] for k in SCORE_KEYS if row.get(k) is not None})
+    return {"published": [f.name for f in files], "scores": sorted(runs), "to": str(dst)}
 
 
 def cmd_index(args, cfg) -> dict:
@@ -340,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "snapshot (train.val_images); none: no validation")
     p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) of one DDP run; >1 launches "
                    "torchrun (default 1)")
+    p.add_argument("--restart-stale", action="store_true", help="a state left by other parameters is "
+                   "removed (with its snapshots) and training starts over, instead of an error")
     p = add("sample", cmd_sample, "generate one shard of a run's class-balanced samples", variant=True)
     for a in ("--model", "--tokenizer", "--out"):
         p.add_argument(a, required=True)

@@ -25,18 +25,21 @@ from typing import Any
 import jsonschema
 import yaml
 
+from heptapod import registry
+
 
 class ConfigError(ValueError):
     """A params file, preset or variant is malformed; the message names the key."""
 
 
-def _doc(text: str) -> Any:
-    return field(metadata={"doc": text})
+def _doc(text: str, choices: Any = None) -> Any:
+    """A field's description, and the names it may take (a registry table) for the schema's enum."""
+    return field(metadata={"doc": text, "choices": list(choices) if choices else None})
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _doc("'fashion_mnist' (IDX files) or 'image_folder' (class sub-folders).")
+    dataset: str = _doc("'fashion_mnist' (IDX files) or 'image_folder' (class sub-folders).", registry.DATASETS)
     root: str | None = _doc(
         "Folder holding the data; null searches the usual places (Debian's dataset package)."
     )
@@ -92,10 +95,12 @@ class ModelConfig:
     head_depth: int = _doc("Prediction-head layers.")
     num_heads: int = _doc("Attention heads.")
     mlp_ratio: float = _doc("MLP hidden size / width.")
-    head: str = _doc("Prediction head: 'global' (window N), 'local' (window w) or '1d' (next token).")
+    head: str = _doc("Prediction head: 'global' (window N), 'local' (window w) or '1d' (next token).",
+                     registry.HEADS)
     window: int = _doc("Local head: positions per chunk w, a square tile of sqrt(w) x sqrt(w).")
-    order: str = _doc("Generation order: 'random' (a permutation per sample) or 'raster'.")
-    tokens: str = _doc("'discrete' (VQ codes, cross-entropy) or 'continuous' (KL latents, DiffLoss).")
+    order: str = _doc("Generation order: 'random' (a permutation per sample) or 'raster'.", registry.ORDERS)
+    tokens: str = _doc("'discrete' (VQ codes, cross-entropy) or 'continuous' (KL latents, DiffLoss).",
+                       registry.OUTPUTS)
     diffloss_width: int = _doc("Continuous tokens: width of the DiffLoss MLP.")
     diffloss_depth: int = _doc("Continuous tokens: residual blocks of the DiffLoss MLP.")
     diffloss_train_steps: int = _doc("Continuous tokens: diffusion steps of the DiffLoss training "
@@ -254,6 +259,7 @@ class ResourcesConfig:
     progress: RuleResources = _doc("Metrics of a run's snapshots.")
     likelihood: RuleResources = _doc("Held-out likelihood of a run.")
     noise_floor: RuleResources = _doc("The metric's own noise: real images vs the reference set.")
+    merge: RuleResources = _doc("Joining shards of latents or samples, exporting samples (file copies).")
     report: RuleResources = _doc("Tables, plots and README.")
     bench: RuleResources = _doc("Throughput benchmark.")
 
@@ -303,7 +309,8 @@ def _type_schema(tp: Any, required: bool) -> dict:
 def _section_schema(cls: type, required: bool) -> dict:
     hints = typing.get_type_hints(cls)
     props = {
-        f.name: {**_type_schema(hints[f.name], required), "description": f.metadata["doc"]}
+        f.name: {**_type_schema(hints[f.name], required), "description": f.metadata["doc"],
+                 **({"enum": f.metadata["choices"]} if f.metadata.get("choices") else {})}
         for f in dataclasses.fields(cls)
     }
     schema = {"type": "object", "additionalProperties": False, "properties": props}
@@ -360,6 +367,39 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+_JSON_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+
+
+def coerce_strings(value: Any, schema: dict | None = None) -> Any:
+    """Values typed on a command line (``--config 'defaults={train: {steps: 7}}'`` reaches
+    Snakemake as the string '7') parsed as YAML where the schema wants a number, a boolean or
+    null; everything else is returned as it is, for validation to judge."""
+    schema = params_schema() if schema is None else schema
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {k: coerce_strings(v, props.get(k, extra if isinstance(extra, dict) else {}))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_strings(v, schema.get("items", {})) for v in value]
+    types_ = schema.get("type", [])
+    types_ = [types_] if isinstance(types_, str) else types_
+    if isinstance(value, str) and "string" not in types_ and any(t in _JSON_TYPES for t in types_):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if isinstance(parsed, str) and "number" in types_:  # YAML 1.1 reads '1e-06' as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                return value
+        if isinstance(parsed, float) and "integer" in types_ and "number" not in types_:
+            return value
+        if any(isinstance(parsed, _JSON_TYPES[t]) for t in types_ if t in _JSON_TYPES):
+            return parsed
+    return value
+
+
 def validate_params(params: dict, source: str = "params.yaml") -> None:
     """Raise ConfigError naming the first offending key (unknown, missing or mistyped)."""
     validator = jsonschema.Draft202012Validator(params_schema())
@@ -384,9 +424,10 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
     try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        # JSON (a resolved configuration) read as JSON: YAML 1.1 reads its 1e-06 as a string
+        params = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from exc
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     validate_params(params, str(path))
@@ -443,31 +484,10 @@ def load_config(
 
 def tokenizer_kind(cfg: Config) -> str:
     """The tokenizer a generator reads: VQ for discrete tokens, KL VAE for continuous ones."""
-    kinds = {"discrete": "vq", "continuous": "kl"}
-    if cfg.model.tokens not in kinds:
-        raise ConfigError(f"model.tokens: unknown token type '{cfg.model.tokens}' (known: discrete, continuous)")
-    return kinds[cfg.model.tokens]
-
-
-def published_checkpoint(cfg: Config, kind: str) -> str | None:
-    """The published tokenizer file a preset imports for ``kind`` ('vq' or 'kl'), or None."""
-    return {"vq": cfg.tokenizer.vq_checkpoint, "kl": cfg.tokenizer.kl_checkpoint}[kind]
-
-
-def rule_resources(cfg: Config, rule: str) -> dict:
-    """Snakemake resources of one rule's jobs, under the names the SLURM executor reads.
-
-    ``gpu`` also feeds the local ``--resources gpu=K`` limit; jobs on a CPU-only preset ask none.
-    """
-    r: RuleResources = getattr(cfg.resources, rule)
-    out: dict[str, int | str] = {"mem_mb": r.mem_mb, "runtime": r.runtime, "cpus_per_task": r.cpus}
-    if r.gpus and cfg.workflow.device != "cpu":
-        out["gpu"] = r.gpus
-    if partition := r.partition or cfg.resources.partition:
-        out["slurm_partition"] = partition
-    if cfg.resources.account:
-        out["slurm_account"] = cfg.resources.account
-    return out
+    if cfg.model.tokens not in registry.TOKENIZER_OF_OUTPUT:
+        raise ConfigError(f"model.tokens: unknown token type '{cfg.model.tokens}' "
+                          f"(known: {', '.join(registry.TOKENIZER_OF_OUTPUT)})")
+    return registry.TOKENIZER_OF_OUTPUT[cfg.model.tokens]
 
 
 def section_dict(cfg: Config, *names: str) -> dict:

@@ -1,100 +1,78 @@
-"""Every output path of the pipeline, built in one place (Snakemake imports this module)."""
+"""Every output path of the pipeline, declared once.
+
+Each path is a ``Pattern``: the string with Snakemake wildcards that the rules declare as their
+inputs and outputs, and ``.of(...)`` fills its wildcards (in order of appearance) for Python code.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-RESULTS = Path("results")
+
+class Pattern(str):
+    """A path pattern with ``{wildcard}`` fields; a plain string to Snakemake."""
+
+    @property
+    def wildcards(self) -> list[str]:
+        return list(dict.fromkeys(re.findall(r"{(\w+)}", self)))
+
+    def of(self, *values: object, **named: object) -> Path:
+        """The path with its wildcards filled, positionally (in order of appearance) or by name."""
+        names = self.wildcards
+        if len(values) > len(names):
+            raise TypeError(f"{self!r} takes {len(names)} wildcards, got {len(values)}")
+        fill = {**dict(zip(names, values)), **named}
+        if missing := [n for n in names if n not in fill]:
+            raise TypeError(f"{self!r}: no value for {', '.join(missing)}")
+        return Path(self.format(**{k: str(v) for k, v in fill.items()}))
+
+    def partial(self, **named: object) -> "Pattern":
+        """The pattern with some wildcards filled and the others kept, e.g. one file type."""
+        return Pattern(self.format_map(_Keep({k: str(v) for k, v in named.items()})))
 
 
-def data(preset: str, split: str) -> Path:
-    return RESULTS / "data" / preset / f"{split}.h5"
+class _Keep(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
 
 
-def classifier(preset: str) -> Path:
-    return RESULTS / "classifier" / preset / "classifier.pt"
+RESULTS = "results"
+
+data = Pattern(RESULTS + "/data/{preset}/{split}.h5")
+classifier = Pattern(RESULTS + "/classifier/{preset}/classifier.pt")
+classifier_metrics = Pattern(RESULTS + "/classifier/{preset}/metrics.json")
+
+tokenizer = Pattern(RESULTS + "/tokenizer/{preset}/{kind}/tokenizer.pt")
+tokenizer_metrics = Pattern(RESULTS + "/tokenizer/{preset}/{kind}/metrics.json")
+tokenizer_recon = Pattern(RESULTS + "/tokenizer/{preset}/{kind}/recon.png")
+latents = Pattern(RESULTS + "/latents/{preset}/{kind}/{split}.h5")
+latents_part = Pattern(RESULTS + "/latents/{preset}/{kind}/{split}.part-{shard}-of-{shards}.h5")
+
+train_dir = Pattern(RESULTS + "/train/{preset}/{variant}")
+model = Pattern(train_dir + "/model.pt")
+train_log = Pattern(train_dir + "/log.jsonl")
+
+sample_dir = Pattern(RESULTS + "/sample/{preset}/{variant}")
+samples = Pattern(sample_dir + "/samples.h5")
+sample_part = Pattern(sample_dir + "/part-{shard}-of-{shards}.h5")
+samples_npz = Pattern(sample_dir + "/samples.npz")
+samples_png = Pattern(sample_dir + "/png")
+sample_grid = Pattern(sample_dir + "/grid.png")
+
+eval_metrics = Pattern(RESULTS + "/evaluate/{preset}/{variant}/metrics.json")
+likelihood = Pattern(RESULTS + "/evaluate/{preset}/{variant}/likelihood.json")
+progress = Pattern(RESULTS + "/evaluate/{preset}/{variant}/progress.json")
+noise_floor = Pattern(RESULTS + "/evaluate/{preset}/noise_floor.json")
+
+report_dir = Pattern(RESULTS + "/report/{preset}")
+family_report = Pattern(report_dir + "/{family}.{ext}")
+report_file = Pattern(report_dir + "/{name}")
+results_index = Pattern(RESULTS + "/README.md")
+
+bench = Pattern(RESULTS + "/bench/{preset}.json")
 
 
-def classifier_metrics(preset: str) -> Path:
-    return RESULTS / "classifier" / preset / "metrics.json"
-
-
-def tokenizer(preset: str, kind: str) -> Path:
-    return RESULTS / "tokenizer" / preset / kind / "tokenizer.pt"
-
-
-def tokenizer_metrics(preset: str, kind: str) -> Path:
-    return RESULTS / "tokenizer" / preset / kind / "metrics.json"
-
-
-def tokenizer_recon(preset: str, kind: str) -> Path:
-    return RESULTS / "tokenizer" / preset / kind / "recon.png"
-
-
-def latents(preset: str, kind: str, split: str) -> Path:
-    return RESULTS / "latents" / preset / kind / f"{split}.h5"
-
-
-def latents_part(preset: str, kind: str, split: str, shard: int, shards: int) -> Path:
-    return RESULTS / "latents" / preset / kind / f"{split}.part-{shard}-of-{shards}.h5"
-
-
-def train_dir(preset: str, variant: str) -> Path:
-    return RESULTS / "train" / preset / variant
-
-
-def model(preset: str, variant: str) -> Path:
-    return train_dir(preset, variant) / "model.pt"
-
-
-def train_log(preset: str, variant: str) -> Path:
-    return train_dir(preset, variant) / "log.jsonl"
-
-
-def samples(preset: str, variant: str) -> Path:
-    return RESULTS / "sample" / preset / variant / "samples.h5"
-
-
-def sample_part(preset: str, variant: str, shard: int, shards: int) -> Path:
-    return RESULTS / "sample" / preset / variant / f"part-{shard}-of-{shards}.h5"
-
-
-def samples_npz(preset: str, variant: str) -> Path:
-    return RESULTS / "sample" / preset / variant / "samples.npz"
-
-
-def sample_grid(preset: str, variant: str) -> Path:
-    return RESULTS / "sample" / preset / variant / "grid.png"
-
-
-def eval_metrics(preset: str, variant: str) -> Path:
-    return RESULTS / "evaluate" / preset / variant / "metrics.json"
-
-
-def likelihood(preset: str, variant: str) -> Path:
-    return RESULTS / "evaluate" / preset / variant / "likelihood.json"
-
-
-def noise_floor(preset: str) -> Path:
-    return RESULTS / "evaluate" / preset / "noise_floor.json"
-
-
-def progress(preset: str, variant: str) -> Path:
-    return RESULTS / "evaluate" / preset / variant / "progress.json"
-
-
-def report_dir(preset: str) -> Path:
-    return RESULTS / "report" / preset
-
-
-def family_report(preset: str, family: str, ext: str) -> Path:
-    return report_dir(preset) / f"{family}.{ext}"
-
-
-def bench(preset: str) -> Path:
-    return RESULTS / "bench" / f"{preset}.json"
-
-
-def logs(stage: str, preset: str, variant: str | None = None) -> Path:
-    name = f"{preset}-{variant}" if variant else preset
-    return RESULTS / "logs" / stage / f"{name}.log"
+def log(stage: str, name: str) -> Pattern:
+    """A rule's log, results/logs/<stage>/<name>.log; ``name`` holds the job's wildcards."""
+    return Pattern(f"{RESULTS}/logs/{stage}/{name}.log")

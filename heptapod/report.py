@@ -40,11 +40,11 @@ def _nan(x) -> float:
 
 
 def run_row(preset: str, run: str) -> dict:
-    metrics = read_json(paths.eval_metrics(preset, run))
-    lik = read_json(paths.likelihood(preset, run))
-    ckpt = load_checkpoint(paths.model(preset, run), "generator")
+    metrics = read_json(paths.eval_metrics.of(preset, run))
+    lik = read_json(paths.likelihood.of(preset, run))
+    ckpt = load_checkpoint(paths.model.of(preset, run), "generator")
     spec = ckpt["spec"]
-    log = read_log(paths.train_log(preset, run))
+    log = read_log(paths.train_log.of(preset, run))
     val = [r for r in log if "val_nll_bits" in r or "val_diffusion_loss" in r]
     variant, seed = split_run(run)
     window = {"global": spec["grid_size"] ** 2, "local": spec["window"], "1d": 1}[spec["head"]]
@@ -242,7 +242,7 @@ def _tokens_statement(preset: str, runs: list[str], agg: pd.DataFrame, floor: di
     if set(kinds) != {"discrete", "continuous"}:
         return "Fig. 6: needs one discrete and one continuous run.", {}
     vq, kl = kinds["discrete"], kinds["continuous"]
-    prog = {r: pd.DataFrame(read_json(paths.progress(preset, r))["progress"]) for r in (vq, kl)}
+    prog = {r: pd.DataFrame(read_json(paths.progress.of(preset, r))["progress"]) for r in (vq, kl)}
     early_floor = (floor or {}).get("by_count", {}).get(str(progress_samples), {}).get("fid_sd")
     early_thr = verdicts.Noise(noise["fid"].seed_sd, early_floor).threshold()
     first = {r: float(p["fid"].iloc[0]) for r, p in prog.items()}
@@ -277,7 +277,7 @@ def plot_training(preset: str, runs: list[str], out: Path) -> None:
     """Training loss (left) and the held-out validation score at the snapshots (right)."""
     fig, (ax, axv) = plt.subplots(1, 2, figsize=(13, 4.5))
     for run in runs:
-        log = pd.DataFrame(read_log(paths.train_log(preset, run)))
+        log = pd.DataFrame(read_log(paths.train_log.of(preset, run)))
         train = log[log["loss"].notna()] if "loss" in log else log.iloc[:0]
         line, = ax.plot(train["step"], train["loss"].rolling(10, min_periods=1).mean(), label=run, lw=1)
         for key, style in (("val_nll_bits", "-o"), ("val_diffusion_loss", "--s")):
@@ -301,11 +301,11 @@ def plot_progress(preset: str, runs: list[str], title: str, extractor: str, out:
     held-out score vs compute: variants that differ in cost per step compare at equal FLOPs."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for run in runs:
-        prog = pd.DataFrame(read_json(paths.progress(preset, run))["progress"])
-        step_pflop = load_checkpoint(paths.model(preset, run), "generator")["step_flops"] / 1e15
+        prog = pd.DataFrame(read_json(paths.progress.of(preset, run))["progress"])
+        step_pflop = load_checkpoint(paths.model.of(preset, run), "generator")["step_flops"] / 1e15
         line, = axes[0].plot(prog["sequences"], prog["fid"], marker="o", label=run)
         axes[1].plot(prog["step"] * step_pflop, prog["fid"], marker="o", color=line.get_color(), label=run)
-        log = pd.DataFrame(read_log(paths.train_log(preset, run)))
+        log = pd.DataFrame(read_log(paths.train_log.of(preset, run)))
         key = next((k for k in ("val_nll_bits", "val_diffusion_loss") if k in log), None)
         if key is not None:
             val = log[log[key].notna()]
@@ -343,7 +343,7 @@ def plot_samples(preset: str, runs: list[str], out: Path) -> None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, run in zip(axes.flat, runs):
-        with Image.open(paths.sample_grid(preset, run)) as im:
+        with Image.open(paths.sample_grid.of(preset, run)) as im:
             ax.imshow(np.asarray(im.convert("RGB")))
         ax.set_title(run, fontsize=9)
     _save(fig, out)
@@ -367,7 +367,7 @@ def write_family(params_path: str, preset: str, cfg: Config, family: str, out_di
     agg = aggregate(rows, list(dict.fromkeys(rows["variant"])))
     seed_runs = cfg.workflow.noise_runs(family)
     seed_rows = pd.DataFrame([run_row(preset, r) for r in seed_runs]) if seed_runs else None
-    floor = read_json(paths.noise_floor(preset))
+    floor = read_json(paths.noise_floor.of(preset))
     noise, source = family_noise(rows, seed_rows, floor, cfg.sample.num_samples)
     params = load_params(params_path)  # read and validated once, resolved per variant
     agg["n"] = [resolve(params, preset, v).train.supervision_density for v in agg["variant"]]
@@ -439,8 +439,8 @@ def write_report(params_path: str, preset: str, cfg: Config, out_dir: str | Path
     extractor = rows["extractor"].iloc[0]
     params = load_params(params_path)  # read and validated once, resolved per run
     kinds = sorted({tokenizer_kind(resolve(params, preset, r)) for r in runs}, reverse=True)
-    toks = {k: read_json(paths.tokenizer_metrics(preset, k)) for k in kinds}
-    clf = read_json(paths.classifier_metrics(preset)) if extractor == "dataset classifier" else None
+    toks = {k: read_json(paths.tokenizer_metrics.of(preset, k)) for k in kinds}
+    clf = read_json(paths.classifier_metrics.of(preset)) if extractor == "dataset classifier" else None
     with atomic_path(out_dir / "runs.csv") as tmp:
         rows.to_csv(tmp, index=False)
     fam = {f: read_json(out_dir / f"{f}.json") for f in families}
@@ -456,7 +456,7 @@ def write_report(params_path: str, preset: str, cfg: Config, out_dir: str | Path
     plot_samples(preset, runs, out_dir / "samples.png")
     for k in toks:
         with atomic_path(out_dir / f"tokenizer_recon_{k}.png") as tmp:
-            tmp.write_bytes(paths.tokenizer_recon(preset, k).read_bytes())
+            tmp.write_bytes(paths.tokenizer_recon.of(preset, k).read_bytes())
 
     grid = cfg.data.image_size // cfg.tokenizer.downsample
     extractor_line = (f"{extractor}; its test accuracy {clf['test_accuracy']:.4f}" if clf else extractor)
@@ -488,7 +488,7 @@ comparable between rows of this report, not with the paper's Inception numbers o
 {convergence_line(rows)}
 
 """ + "\n".join(f"- {fam[f]['statement']}" for f in families) + "\n\n" + noise_section(
-        read_json(paths.noise_floor(preset)), rows, extractor) + "\n"
+        read_json(paths.noise_floor.of(preset)), rows, extractor) + "\n"
     text += "\n".join((out_dir / f"{f}.md").read_text() for f in families)
     if toks:
         text += "\n## Tokenizers\n" + tokenizer_table(toks) + "\n\n" + "\n".join(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +29,8 @@ from heptapod.utils.io import load_checkpoint, save_checkpoint
 from heptapod.utils.training import (
     EMA, MetricsLog, Resumable, check_finite, lr_at, param_groups, progress, step_generator,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def build_model(cfg: Config, store: LatentStore) -> Heptapod:
@@ -134,12 +138,14 @@ def validation_record(model: Heptapod, ema: EMA, val_latents: str | Path, cfg: C
 
 
 def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int | None = None,
-          val_latents: str | Path | None = None) -> dict:
+          val_latents: str | Path | None = None, restart_stale: bool = False) -> dict:
     """Train (or resume) until ``train.steps``; ``max_steps`` stops early (for kill/resume tests).
 
     Runs as one process or under ``torchrun`` (DDP); rank 0 writes logs and checkpoints. With
     ``val_latents`` (the test split's store), the EMA weights are scored on held-out images at
-    every snapshot and at the end (``train.val_images``).
+    every snapshot and at the end (``train.val_images``). A state left by other parameters is an
+    error, or with ``restart_stale`` (the workflow reruns a run whose parameters changed) removed
+    with its snapshots, and training starts over.
     """
     tc = cfg.train
     out_dir = Path(out_dir)
@@ -151,6 +157,13 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
     state = Resumable(out_dir / "last.pt", "train-state",
                       fingerprint(cfg, "model", "train") + store.attrs["tokenizer_sha256"])
     objects = {"model": model, "ema": ema, "opt": opt}
+    if restart_stale and state.stale():
+        if rank == 0:
+            logger.warning("%s was written with other parameters: starting over", state.path)
+            state.path.unlink()
+            shutil.rmtree(out_dir / "snapshots", ignore_errors=True)
+        if world > 1:
+            dist.barrier()
     start = state.load(objects)
     wrapped = model
     if world > 1:

@@ -13,6 +13,18 @@ os.environ.setdefault("HEPTAPOD_NO_PROGRESS", "1")
 torch.set_num_threads(1)
 
 
+def copy_workflow(dst: Path, params: bool = True) -> Path:
+    """The workflow as a user's clone holds it (Snakefile, rules, profiles, the software
+    environment its rules name, and params.yaml unless the test writes its own) in ``dst``."""
+    import shutil
+
+    for name in ("Snakefile", "environment.yml", *(["params.yaml"] if params else [])):
+        shutil.copy(ROOT / name, dst / name)
+    shutil.copytree(ROOT / "workflow", dst / "workflow")
+    (dst / "profiles").symlink_to("workflow/profiles")
+    return dst
+
+
 @pytest.fixture(scope="session")
 def params():
     return load_params(ROOT / "params.yaml")

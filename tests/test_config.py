@@ -84,3 +84,47 @@ def test_cli_reports_bad_key_in_one_line(tmp_path, params, capsys):
 def test_schema_file_is_generated_from_config():
     assert main(["schema", "--check", "--path", str(ROOT / "workflow/schemas/params.schema.yaml"),
                  "--params", str(ROOT / "params.yaml")]) == 0
+
+
+def test_command_line_strings_are_typed_by_the_schema(params):
+    from heptapod.config import coerce_strings, validate_params
+
+    override = {"preset": "smoke", "defaults": {"train": {"steps": "7", "lr": "0.001", "compile": "true"},
+                                                "model": {"order": "raster"},
+                                                "evaluate": {"nll_images": "null"}}}
+    typed = coerce_strings(override)
+    assert typed["defaults"]["train"] == {"steps": 7, "lr": 0.001, "compile": True}
+    assert typed["defaults"]["model"]["order"] == "raster" and typed["defaults"]["evaluate"]["nll_images"] is None
+    assert coerce_strings({"defaults": {"train": {"steps": "7.5"}}})["defaults"]["train"]["steps"] == "7.5"
+    with pytest.raises(ConfigError, match="steps"):
+        validate_params({**params, "defaults": {**params["defaults"], "train": {**params["defaults"]["train"], "steps": "7.5"}}})
+
+
+def test_path_patterns_fill_and_keep_wildcards():
+    from heptapod import paths
+
+    assert str(paths.model.of("default", "n2")) == "results/train/default/n2/model.pt"
+    assert paths.family_report.partial(ext="md") == "results/report/{preset}/{family}.md"
+    assert paths.latents_part.wildcards == ["preset", "kind", "split", "shard", "shards"]
+    with pytest.raises(TypeError, match="variant"):
+        paths.model.of("default")
+
+
+def test_misspelled_component_names_the_key_and_the_allowed_values(params):
+    bad = copy.deepcopy(params)
+    bad["variants"]["2d-random"] = {"model": {"head": "globl"}}
+    with pytest.raises(ConfigError, match=r"variants.2d-random.model.head: 'globl' is not one of \['global', 'local', '1d'\]"):
+        validate_params(bad)
+
+
+def test_every_registered_component_meets_its_contract():
+    from heptapod import registry
+
+    for kind, (table, protocol) in registry.CONTRACTS.items():
+        members = [m for m in vars(protocol) if not m.startswith("_")]
+        assert members, kind
+        for name in table:
+            cls = registry.load(table, name)
+            assert all(callable(getattr(cls, m, None)) for m in members), (kind, name)
+    with pytest.raises(ValueError, match="known: global, local, 1d"):
+        registry.load(registry.HEADS, "globl")

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from unittest import mock
@@ -18,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, copy_workflow
 from heptapod.config import load_params, resolve
 from heptapod.tokenizers.published import LlamaGenVQConfig, MARKLConfig, build_published
 
@@ -95,10 +94,8 @@ def standin(tmp_path_factory):
 
     project = tmp / "project"
     project.mkdir()
+    copy_workflow(project, params=False)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copy(ROOT / "Snakefile", project / "Snakefile")
-    shutil.copytree(ROOT / "workflow", project / "workflow")
-    (project / "profiles").symlink_to("workflow/profiles")
     env = {**os.environ, "HEPTAPOD_NO_PROGRESS": "1"}
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "ablations", "--config",
                            "preset=standin"], cwd=project, capture_output=True, text=True, env=env)
@@ -159,9 +156,8 @@ def test_paper_table_on_a_cluster_plans_the_intended_jobs(tmp_path):
         assert base[section][key].startswith("/path/to/")  # placeholders a user replaces once
         base[section][key] = str(tmp_path / key)
         (tmp_path / key).touch()
+    copy_workflow(tmp_path, params=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
-    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "64", "table2",
                            "--config", "preset=imagenet-l"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

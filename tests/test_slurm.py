@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, copy_workflow
 
 pytestmark = pytest.mark.slurm
 
@@ -67,10 +67,7 @@ def snakemake(cwd, conf, *args):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slurm-project")
-    shutil.copy(ROOT / "Snakefile", root / "Snakefile")
-    shutil.copytree(ROOT / "workflow", root / "workflow")
-    (root / "profiles").symlink_to("workflow/profiles")
+    root = copy_workflow(tmp_path_factory.mktemp("slurm-project"), params=False)
     # The smoke preset with one run in every family and one seed.
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     wf = params["presets"]["smoke"]["workflow"]

@@ -3,12 +3,14 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, copy_workflow
 
 pytestmark = pytest.mark.workflow
 
@@ -24,12 +26,7 @@ def snakemake(cwd, *args, check=True):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    for name in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / "workflow", root / "workflow")
-    (root / "profiles").symlink_to("workflow/profiles")
-    return root
+    return copy_workflow(tmp_path_factory.mktemp("project"))
 
 
 def test_dry_run_lists_every_stage(project):
@@ -44,6 +41,30 @@ def test_dry_run_lists_every_stage(project):
     assert len(runs) >= 6
     for run in runs:
         assert f"results/train/smoke/{run}/model.pt" in out, run
+
+
+def test_every_preset_plans_all(project, tmp_path):
+    """`snakemake -n all` plans every preset; the files a paper-scale preset imports (released
+    tokenizers, Inception weights, reference statistics) are stood in for by empty files, named
+    through a --configfile."""
+    from heptapod.config import load_params, preset_names, resolve
+
+    params = load_params(project / "params.yaml")
+    external = {"tokenizer": ("vq_checkpoint", "kl_checkpoint"), "evaluate": ("inception_weights", "reference_stats")}
+    overrides = {}
+    for preset in preset_names(params):
+        cfg = resolve(params, preset)
+        for section, keys in external.items():
+            for key in keys:
+                if getattr(getattr(cfg, section), key):
+                    stub = tmp_path / f"{preset}-{key}"
+                    stub.touch()
+                    overrides.setdefault(preset, {}).setdefault(section, {})[key] = str(stub)
+    assert overrides, "no preset imports a file: the stand-ins test nothing"
+    configfile = tmp_path / "external.yaml"
+    configfile.write_text(json.dumps({"presets": overrides}))  # JSON is YAML
+    for preset in preset_names(params):
+        snakemake(project, "-n", "all", "--configfile", str(configfile), "--config", f"preset={preset}")
 
 
 def test_one_paper_table_is_its_own_target(project):
@@ -120,7 +141,14 @@ def test_dvc_repro_publishes_every_table_and_plot(project):
     assert (published / "README.md").is_file() and not (published / "table1.json").is_symlink()
     metrics = json.loads(run(sys.executable, "-m", "dvc", "metrics", "show", "--json"))
     shown = json.dumps(metrics)
-    assert '"fid"' in shown and '"is"' in shown and "2d-random" in shown
+    assert '"fid"' in shown and '"nll"' in shown and "2d-random" in shown
+    # as a person reads it: a row per run, a column per score, no error for stages never run
+    proc = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=project,
+                          capture_output=True, text=True, env=env)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and "failed" not in (proc.stdout + proc.stderr).lower(), proc.stderr
+    assert {"Path", "fid", "is", "kid", "nll"} <= set(lines[0].split()), lines[0]
+    assert max(map(len, lines)) <= 100 and sum("scores/" in line for line in lines) >= 7, proc.stdout
     run(sys.executable, "-m", "dvc", "plots", "show", "-o", "plots")
     html = (project / "plots" / "index.html").read_text()
     assert "fig7.png" in html and "<img" in html
@@ -167,3 +195,94 @@ def test_bench_writes_the_three_ratios(project):
     assert all(r["images_per_s"] > 0 and r["fid"] >= 0 for r in speed["rows"])
     assert set(speed["baselines_images_per_s"]) == {"1d-raster"}
     assert (project / "results/report/smoke/speed.png").stat().st_size > 1000
+
+
+def trained_steps(project, run: str) -> int:
+    log = [json.loads(line) for line in (project / f"results/train/smoke/{run}/log.jsonl").open()]
+    return max(r["step"] for r in log)
+
+
+def test_config_overrides_reach_the_training_job(project, tmp_path):
+    """What Snakemake resolved is what the job runs: a --config override and a --configfile each
+    retrain the run with their own step count (the stale resumable state is restarted)."""
+    model = "results/train/smoke/n2/model.pt"
+    snakemake(project, model, "--config", "preset=smoke", "presets={smoke: {train: {steps: 5}}}")
+    assert trained_steps(project, "n2") == 5
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("presets:\n  smoke:\n    train: {steps: 4}\n")
+    snakemake(project, model, "--configfile", str(mine), "--config", "preset=smoke")
+    assert trained_steps(project, "n2") == 4
+    snapshots = sorted(p.name for p in (project / "results/train/smoke/n2/snapshots").iterdir())
+    assert snapshots == ["step-0000001.pt", "step-0000003.pt"]  # step 2 of the 5-step run is gone
+
+
+def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_path, monkeypatch, capsys):
+    """Each stage on its own, given only what its --help marks required: it works, or it stops
+    with one line that names what is missing; never a traceback."""
+    from heptapod.cli import build_parser, main
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("HEPTAPOD_NO_PROGRESS", "1")
+    r, out = "results/{}/smoke/", str(tmp_path / "out")
+    data, lat, tok = r.format("data"), r.format("latents") + "vq/", r.format("tokenizer") + "vq/tokenizer.pt"
+    run, samples = r.format("train") + "2d-random", r.format("sample") + "2d-random/samples.h5"
+    required = {
+        "prepare": ["--split", "test", "--out", out + ".h5"],
+        "train-classifier": ["--train", data + "train.h5", "--test", data + "test.h5", "--out", out + ".pt",
+                             "--metrics", out + ".json"],
+        "train-tokenizer": ["--kind", "vq", "--out", out + ".pt"],
+        "evaluate-tokenizer": ["--tokenizer", tok, "--images", data + "test.h5", "--out", out + ".json",
+                               "--png", out + ".png"],
+        "extract-latents": ["--tokenizer", tok, "--images", data + "test.h5", "--out", out + ".h5"],
+        "merge-latents": ["--parts", lat + "test.h5", "--out", out + ".h5"],
+        "train": ["--latents", lat + "train.h5", "--out-dir", out],
+        "sample": ["--model", run + "/model.pt", "--tokenizer", tok, "--out", out + ".h5"],
+        "merge-samples": ["--parts", samples, "--out", out + ".h5", "--grid", out + ".png"],
+        "export-samples": ["--samples", samples, "--npz", out + ".npz", "--png-dir", out],
+        "evaluate": ["--samples", samples, "--out", out + ".json"],
+        "likelihood": ["--model", run + "/model.pt", "--latents", lat + "test.h5", "--out", out + ".json"],
+        "noise-floor": ["--train", data + "train.h5", "--out", out + ".json"],
+        "speed": ["--model", run + "/model.pt", "--tokenizer", tok, "--out-dir", out],
+        "progress": ["--train-dir", run, "--tokenizer", tok, "--out", out + ".json"],
+        "reference-stats": ["--images", data + "test.h5", "--out", out + ".npz"],
+        "report-family": ["--family", "table1", "--out-dir", out],
+        "report": ["--out-dir", out],
+        "index": ["--report", r.format("report") + "README.md", "--out", out + ".md"],
+        "stability": ["--first", r.format("report"), "--second", r.format("report"), "--out", out + ".md"],
+        "publish": ["--src", r.format("report"), "--out-dir", out],
+        "bench": ["--latents", lat + "train.h5", "--out", out + ".json"],
+        "schema": [], "params": [], "model-params": [],
+    }
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(required) == set(commands)  # a new subcommand gets a line here
+    for command, args in required.items():
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        tmp_path.mkdir()
+        capsys.readouterr()
+        code = main([command, "--preset", "smoke", *args])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("heptapod ")]
+        assert code in (0, 2), command
+        if code == 2:  # a one-line error naming the command
+            assert len(err) == 1 and err[0].startswith(f"heptapod {command}: error:"), (command, err)
+
+
+def test_hard_kill_then_the_readme_unlock_instructions_finish_the_run(tmp_path):
+    """SIGKILL leaves Snakemake's lock; the README's resume paragraph (the same command plus
+    --unlock, then the command again) finishes the run."""
+    copy_workflow(tmp_path)
+    target = ["results/classifier/smoke/classifier.pt", "--config", "preset=smoke"]
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *target], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "HEPTAPOD_NO_PROGRESS": "1"})
+    locks = tmp_path / ".snakemake" / "locks"
+    deadline = time.monotonic() + 120
+    while not (locks.is_dir() and any(locks.iterdir()) and (tmp_path / "results/logs").is_dir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = snakemake(tmp_path, *target, check=False)
+    assert again.returncode != 0 and "cannot be locked" in (again.stdout + again.stderr).lower()
+    snakemake(tmp_path, *target, "--unlock")
+    snakemake(tmp_path, *target)
+    assert (tmp_path / "results/classifier/smoke/classifier.pt").stat().st_size > 0

@@ -50,6 +50,10 @@ class Resumable:
         self.kind = kind
         self.fingerprint = fingerprint  # the params the state was trained with
 
+    def stale(self) -> bool:
+        """A state exists, written with other parameters."""
+        return self.path.exists() and load_checkpoint(self.path, self.kind).get("fingerprint") != self.fingerprint
+
     def load(self, objects: dict[str, Any]) -> int:
         """Restore ``objects`` (anything with load_state_dict) and return the next step."""
         if not self.path.exists():

@@ -1,33 +1,39 @@
 rule prepare_data:
     """A dataset split as an HDF5 image store (pixels, or an index of ImageFolder files)."""
     output:
-        "results/data/{preset}/{split}.h5",
+        paths.data,
     params:
-        cfg=fp("data"),
-    threads: threads("prepare_data")
+        cfg=P.fingerprint("data"),
+    threads: P.threads("prepare_data")
     resources:
-        **resources("prepare_data"),
+        **P.resources("prepare_data"),
     log:
-        "results/logs/prepare/{preset}-{split}.log",
+        paths.log("prepare", "{preset}-{split}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} prepare --preset {wildcards.preset} --split {wildcards.split} --out {output} 2>&1 | tee {log}"
+        "python -m heptapod prepare --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --split {wildcards.split} --out {output} 2>&1 | tee {log}"
 
 
 rule train_classifier:
     """The dataset classifier whose features/logits give FID, KID and IS offline."""
     input:
-        train="results/data/{preset}/train.h5",
-        test="results/data/{preset}/test.h5",
+        train=paths.data.partial(split="train"),
+        test=paths.data.partial(split="test"),
     output:
-        model="results/classifier/{preset}/classifier.pt",
-        metrics="results/classifier/{preset}/metrics.json",
+        model=paths.classifier,
+        metrics=paths.classifier_metrics,
     params:
-        cfg=fp("data", "classifier"),
-    threads: threads("train_classifier")
+        cfg=P.fingerprint("data", "classifier"),
+    threads: P.threads("train_classifier")
     resources:
-        **resources("train_classifier"),
+        **P.resources("train_classifier"),
     log:
-        "results/logs/classifier/{preset}.log",
+        paths.log("classifier", "{preset}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} train-classifier --preset {wildcards.preset} --threads {threads} --train {input.train}"
-        " --test {input.test} --out {output.model} --metrics {output.metrics} 2>&1 | tee {log}"
+        "python -m heptapod train-classifier --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --threads {threads} --train {input.train} --test {input.test} --out {output.model}"
+        " --metrics {output.metrics} 2>&1 | tee {log}"

@@ -1,138 +1,139 @@
 rule evaluate:
     """FID / IS / KID of a run's samples (vs held-out images, or vs reference statistics)."""
     input:
-        unpack(lambda w: reference(w, classifier_metrics=True)),
-        samples="results/sample/{preset}/{variant}/samples.h5",
+        unpack(lambda w: P.reference(w, classifier_metrics=True)),
+        samples=rules.merge_samples.output.samples,
     output:
-        "results/evaluate/{preset}/{variant}/metrics.json",
+        paths.eval_metrics,
     params:
-        cfg=fp("evaluate"),
-        reference=reference_args,
-    threads: threads("evaluate")
+        cfg=P.fingerprint("evaluate"),
+        reference=P.reference_args,
+    threads: P.threads("evaluate")
     resources:
-        **resources("evaluate"),
+        **P.resources("evaluate"),
     log:
-        "results/logs/evaluate/{preset}-{variant}.log",
+        paths.log("evaluate", "{preset}-{variant}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} evaluate --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
-        " --samples {input.samples}{params.reference} --out {output} 2>&1 | tee {log}"
+        "python -m heptapod evaluate --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --variant {wildcards.variant} --threads {threads} --samples {input.samples}{params.reference}"
+        " --out {output} 2>&1 | tee {log}"
 
 
 rule likelihood:
     """Held-out NLL (bits/token) of a discrete run, or the validation diffusion loss of a continuous one."""
     input:
-        model="results/train/{preset}/{variant}/model.pt",
-        latents=lambda w: paths.latents(w.preset, kind_of(w), "test"),
+        model=rules.train.output.model,
+        latents=P.run_latents("test"),
     output:
-        "results/evaluate/{preset}/{variant}/likelihood.json",
+        paths.likelihood,
     params:
-        cfg=fp("evaluate", "sample", variant=True),
-    threads: threads("likelihood")
+        cfg=P.fingerprint("evaluate", "sample"),
+    threads: P.threads("likelihood")
     resources:
-        **resources("likelihood"),
+        **P.resources("likelihood"),
     log:
-        "results/logs/likelihood/{preset}-{variant}.log",
+        paths.log("likelihood", "{preset}-{variant}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} likelihood --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
-        " --model {input.model} --latents {input.latents} --out {output} 2>&1 | tee {log}"
+        "python -m heptapod likelihood --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --variant {wildcards.variant} --threads {threads} --model {input.model}"
+        " --latents {input.latents} --out {output} 2>&1 | tee {log}"
 
 
 rule noise_floor:
     """The metric's own noise: real train images vs the reference set at the runs' sample counts."""
     input:
-        unpack(reference),
-        train=lambda w: paths.data(w.preset, "train"),
+        unpack(P.reference),
+        train=paths.data.partial(split="train"),
     output:
-        "results/evaluate/{preset}/noise_floor.json",
+        paths.noise_floor,
     params:
-        cfg=lambda w: fingerprint(resolve(config, w.preset), "evaluate", "sample"),
-        reference=reference_args,
-    threads: threads("noise_floor")
+        cfg=P.fingerprint("evaluate", "sample"),
+        reference=P.reference_args,
+    threads: P.threads("noise_floor")
     resources:
-        **resources("noise_floor"),
+        **P.resources("noise_floor"),
     log:
-        "results/logs/noise_floor/{preset}.log",
+        paths.log("noise_floor", "{preset}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} noise-floor --preset {wildcards.preset} --threads {threads} --train {input.train}"
-        "{params.reference} --out {output} 2>&1 | tee {log}"
+        "python -m heptapod noise-floor --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --threads {threads} --train {input.train}{params.reference} --out {output} 2>&1 | tee {log}"
 
 
 rule progress:
     """Metrics of a run's EMA snapshots: the FID/IS-vs-training curves of Fig. 6-8."""
     input:
-        unpack(reference),
-        model="results/train/{preset}/{variant}/model.pt",
-        tokenizer=lambda w: paths.tokenizer(w.preset, kind_of(w)),
+        unpack(P.reference),
+        model=rules.train.output.model,
+        tokenizer=P.run_tokenizer,
     output:
-        "results/evaluate/{preset}/{variant}/progress.json",
+        paths.progress,
     params:
-        cfg=fp("sample", "evaluate", variant=True),
-        train_dir=lambda w: paths.train_dir(w.preset, w.variant),
-        reference=reference_args,
-    threads: threads("progress")
+        cfg=P.fingerprint("sample", "evaluate"),
+        train_dir=lambda w: paths.train_dir.of(w.preset, w.variant),
+        reference=P.reference_args,
+    threads: P.threads("progress")
     resources:
-        **resources("progress"),
+        **P.resources("progress"),
     log:
-        "results/logs/progress/{preset}-{variant}.log",
+        paths.log("progress", "{preset}-{variant}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} progress --preset {wildcards.preset} --variant {wildcards.variant} --threads {threads}"
-        " --train-dir {params.train_dir} --tokenizer {input.tokenizer}{params.reference}"
-        " --out {output} 2>&1 | tee {log}"
+        "python -m heptapod progress --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --variant {wildcards.variant} --threads {threads} --train-dir {params.train_dir}"
+        " --tokenizer {input.tokenizer}{params.reference} --out {output} 2>&1 | tee {log}"
 
 
 rule bench:
     """Throughput benchmark (not part of 'ablations'): results/bench/<preset>.json."""
     input:
-        "results/latents/{preset}/vq/train.h5",
+        P.bench_latents,
     output:
-        "results/bench/{preset}.json",
+        paths.bench,
     params:
-        cfg=fp("model", "train", "bench"),
-    threads: threads("bench")
+        cfg=P.fingerprint("model", "train", "bench"),
+    threads: P.threads("bench")
     resources:
-        **resources("bench"),
+        **P.resources("bench"),
     log:
-        "results/logs/bench/{preset}.log",
+        paths.log("bench", "{preset}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} bench --preset {wildcards.preset} --threads {threads} --latents {input}"
-        " --out {output} 2>&1 | tee {log}"
-
-
-def speed_inputs(w):
-    """The headline run, the 1D baselines of Table 1 (seed 0) and Table 1's noise, if any."""
-    cfg = resolve(config, w.preset)
-    run = cfg.workflow.table2[0]
-    ones = [r for r in cfg.workflow.family_runs("table1")
-            if "@" not in r and resolve(config, w.preset, r).model.head == "1d"]
-    inputs = {"model": paths.model(w.preset, run),
-              "tokenizer": paths.tokenizer(w.preset, tokenizer_kind(resolve(config, w.preset, run))),
-              "baselines": [paths.model(w.preset, r) for r in ones]}
-    if cfg.workflow.family_runs("table1"):
-        inputs["noise"] = paths.family_report(w.preset, "table1", "json")
-    return inputs
+        "python -m heptapod bench --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --threads {threads} --latents {input} --out {output} 2>&1 | tee {log}"
 
 
 rule speed_curve:
     """Speed vs quality of k positions per sampling step for the headline run (target 'speed')."""
     input:
-        unpack(reference),
-        unpack(speed_inputs),
+        unpack(P.reference),
+        unpack(P.speed_inputs),
     output:
-        json="results/report/{preset}/speed.json",
-        md="results/report/{preset}/speed.md",
-        png="results/report/{preset}/speed.png",
+        json=paths.report_file.partial(name="speed.json"),
+        md=paths.report_file.partial(name="speed.md"),
+        png=paths.report_file.partial(name="speed.png"),
     params:
-        cfg=lambda w: fingerprint(resolve(config, w.preset), "sample", "evaluate"),
-        run=lambda w: resolve(config, w.preset).workflow.table2[0],
+        cfg=P.fingerprint("sample", "evaluate"),
+        run=P.headline_run,
         baselines=lambda w, input: "".join(f" --baseline {Path(p).parent.name}={p}" for p in input.baselines),
         noise=lambda w, input: f" --noise-from {input.noise}" if "noise" in input.keys() else "",
-        reference=reference_args,
-    threads: threads("bench")
+        reference=P.reference_args,
+        out_dir=lambda w: paths.report_dir.of(w.preset),
+    threads: P.threads("bench")
     resources:
-        **resources("bench"),
+        **P.resources("bench"),
     log:
-        "results/logs/speed/{preset}.log",
+        paths.log("speed", "{preset}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} speed --preset {wildcards.preset} --variant {params.run} --threads {threads}"
-        " --model {input.model} --tokenizer {input.tokenizer}{params.baselines}{params.noise}{params.reference}"
-        " --out-dir results/report/{wildcards.preset} 2>&1 | tee {log}"
+        "python -m heptapod speed --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --variant {params.run} --threads {threads} --model {input.model} --tokenizer {input.tokenizer}"
+        "{params.baselines}{params.noise}{params.reference} --out-dir {params.out_dir} 2>&1 | tee {log}"

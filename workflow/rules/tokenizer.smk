@@ -1,82 +1,84 @@
-def tokenizer_source(w):
-    """A published checkpoint to import (tokenizer.vq_checkpoint / kl_checkpoint), else the train split."""
-    return published_checkpoint(resolve(config, w.preset), w.kind) or paths.data(w.preset, "train")
-
-
 rule train_tokenizer:
     """Train a VQ or KL tokenizer on the train split, or import a published checkpoint."""
     input:
-        tokenizer_source,
+        source=P.tokenizer_source,
     output:
-        "results/tokenizer/{preset}/{kind}/tokenizer.pt",
+        paths.tokenizer,
     params:
-        cfg=fp("data", "tokenizer"),
-        source=lambda w, input: ("--published " if published_checkpoint(resolve(config, w.preset), w.kind)
-                                 else "--images ") + str(input[0]),
-    threads: threads("train_tokenizer")
+        cfg=P.fingerprint("data", "tokenizer"),
+        source=P.tokenizer_source_arg,
+    threads: P.threads("train_tokenizer")
     resources:
-        **resources("train_tokenizer"),
+        **P.resources("train_tokenizer"),
     log:
-        "results/logs/tokenizer/{preset}-{kind}.log",
+        paths.log("tokenizer", "{preset}-{kind}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} train-tokenizer --preset {wildcards.preset} --kind {wildcards.kind} --threads {threads}"
-        " {params.source} --out {output} 2>&1 | tee {log}"
+        "python -m heptapod train-tokenizer --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --kind {wildcards.kind} --threads {threads} {params.source} --out {output} 2>&1 | tee {log}"
 
 
 rule evaluate_tokenizer:
     """Reconstruction MSE, PSNR, codebook use and rFID on held-out images."""
     input:
-        unpack(lambda w: reference(w, real=False)),
-        tokenizer="results/tokenizer/{preset}/{kind}/tokenizer.pt",
-        images="results/data/{preset}/test.h5",
+        unpack(lambda w: P.reference(w, real=False)),
+        tokenizer=rules.train_tokenizer.output[0],
+        images=paths.data.partial(split="test"),
     output:
-        metrics="results/tokenizer/{preset}/{kind}/metrics.json",
-        png="results/tokenizer/{preset}/{kind}/recon.png",
+        metrics=paths.tokenizer_metrics,
+        png=paths.tokenizer_recon,
     params:
-        cfg=fp("tokenizer", "evaluate"),
-        reference=reference_args,
-    threads: threads("evaluate_tokenizer")
+        cfg=P.fingerprint("tokenizer", "evaluate"),
+        reference=P.reference_args,
+    threads: P.threads("evaluate_tokenizer")
     resources:
-        **resources("evaluate_tokenizer"),
+        **P.resources("evaluate_tokenizer"),
     log:
-        "results/logs/evaluate_tokenizer/{preset}-{kind}.log",
+        paths.log("evaluate_tokenizer", "{preset}-{kind}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} evaluate-tokenizer --preset {wildcards.preset} --threads {threads}"
-        " --tokenizer {input.tokenizer} --images {input.images}{params.reference}"
+        "python -m heptapod evaluate-tokenizer --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --threads {threads} --tokenizer {input.tokenizer} --images {input.images}{params.reference}"
         " --out {output.metrics} --png {output.png} 2>&1 | tee {log}"
 
 
 rule extract_latents:
     """Encode one shard of a split (every image and its flip); resumes from its finished blocks."""
     input:
-        tokenizer="results/tokenizer/{preset}/{kind}/tokenizer.pt",
-        images="results/data/{preset}/{split}.h5",
+        tokenizer=rules.train_tokenizer.output[0],
+        images=paths.data,
     output:
-        temp("results/latents/{preset}/{kind}/{split}.part-{shard}-of-{shards}.h5"),
+        temp(paths.latents_part),
     params:
-        cfg=fp("latents"),
-    threads: threads("extract_latents")
+        cfg=P.fingerprint("latents"),
+    threads: P.threads("extract_latents")
     resources:
-        **resources("extract_latents"),
+        **P.resources("extract_latents"),
     log:
-        "results/logs/latents/{preset}-{kind}-{split}-{shard}-of-{shards}.log",
+        paths.log("latents", "{preset}-{kind}-{split}-{shard}-{shards}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} extract-latents --preset {wildcards.preset} --threads {threads}"
-        " --tokenizer {input.tokenizer} --images {input.images} --shard {wildcards.shard}"
-        " --shards {wildcards.shards} --out {output} 2>&1 | tee {log}"
+        "python -m heptapod extract-latents --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --threads {threads} --tokenizer {input.tokenizer} --images {input.images}"
+        " --shard {wildcards.shard} --shards {wildcards.shards} --out {output} 2>&1 | tee {log}"
 
 
 rule merge_latents:
-    """Join the shards of a split into its latent store."""
+    """Join the shards of a split into its latent store (a file copy: small resources)."""
     input:
-        lambda w: [paths.latents_part(w.preset, w.kind, w.split, i, k)
-                   for k in [resolve(config, w.preset).latents.shards] for i in range(k)],
+        P.latent_parts,
     output:
-        "results/latents/{preset}/{kind}/{split}.h5",
+        paths.latents,
     threads: 1
     resources:
-        **resources("extract_latents"),
+        **P.resources("merge"),
     log:
-        "results/logs/latents/{preset}-{kind}-{split}-merge.log",
+        paths.log("latents", "{preset}-{kind}-{split}"),
+    conda:
+        "../../environment.yml"
     shell:
-        "{HEPTAPOD} merge-latents --preset {wildcards.preset} --parts {input} --out {output} 2>&1 | tee {log}"
+        "python -m heptapod merge-latents --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --parts {input} --out {output} 2>&1 | tee {log}"

@@ -1,0 +1,220 @@
+"""What the Snakemake rules ask of the configuration: one object, built once by the Snakefile.
+
+Every question a rule asks (its threads, resources and params fingerprint, which inputs a job
+reads, which files a target needs) is answered here from the configuration Snakemake resolved
+(params.yaml, then --configfile, then --config), for the job's own ``{preset}`` wildcard. The
+same resolved configuration is written to a file that every job loads (``write_resolved``), so
+what the DAG was planned with is what the jobs run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from heptapod import paths
+from heptapod.config import (CURVE_FAMILIES, Config, RuleResources, coerce_strings, fingerprint, resolve,
+                             tokenizer_kind, validate_params)
+from heptapod.utils.io import write_text
+
+# Where the resolved configurations go (Snakemake's own folder: ignored, not a result).
+RESOLVED_DIR = Path(".snakemake") / "heptapod"
+# The reference inputs an evaluation can take, and the CLI option each one becomes.
+REFERENCE_KEYS = ("real", "classifier", "classifier_metrics")
+
+
+def rule_resources(cfg: Config, rule: str) -> dict[str, int | str]:
+    """Snakemake resources of one rule's jobs, under the names the SLURM executor reads.
+
+    Every key is always present, so a rule declares the same names for every preset: ``gpu`` 0
+    on a CPU-only preset (it also feeds the local ``--resources gpu=K`` limit), and an empty
+    partition or account, which the executor leaves out of the sbatch call.
+    """
+    r: RuleResources = getattr(cfg.resources, rule)
+    return {"mem_mb": r.mem_mb, "runtime": r.runtime, "cpus_per_task": r.cpus,
+            "gpu": r.gpus if cfg.workflow.device != "cpu" else 0,
+            "slurm_partition": r.partition or cfg.resources.partition or "",
+            "slurm_account": cfg.resources.account or ""}
+
+
+class Pipeline:
+    """The resolved configuration, as the rules ask for it."""
+
+    def __init__(self, params: dict, cores: int | None):
+        params = coerce_strings(params)
+        validate_params(params, "the resolved configuration (params.yaml + --configfile + --config)")
+        self.params = params
+        self.cores = cores
+        self._configs: dict[tuple[str, str | None], Config] = {}
+
+    # ------------------------------------------------------------------ configuration
+    def config(self, preset: str, variant: str | None = None) -> Config:
+        key = (preset, variant)
+        if key not in self._configs:
+            self._configs[key] = resolve(self.params, preset, variant)
+        return self._configs[key]
+
+    def of(self, w) -> Config:
+        """A job's configuration: its preset (the configured one for a rule without a preset
+        wildcard), and its run where the rule has a variant."""
+        return self.config(getattr(w, "preset", None) or self.params["preset"], getattr(w, "variant", None))
+
+    def write_resolved(self) -> Path:
+        """The resolved configuration as a file named by its content, for every job to load: two
+        workflows with different overrides never read each other's file."""
+        text = json.dumps(self.params, sort_keys=True, indent=1)
+        path = RESOLVED_DIR / f"params-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+        if not path.exists():
+            write_text(path, text)
+        return path
+
+    def export_to_jobs(self) -> None:
+        """Set what every job's shell command reads: $HEPTAPOD_PARAMS, the resolved configuration
+        file, and `python` on the PATH, the interpreter running Snakemake (with --use-conda, the
+        rule's environment comes first). Cluster jobs re-read the Snakefile and set both again."""
+        os.environ["HEPTAPOD_PARAMS"] = str(self.write_resolved())
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+    # ------------------------------------------------------------------ rule settings
+    def fingerprint(self, *sections: str) -> Callable:
+        """Params of the given sections (of the job's run), for the params-change rerun trigger."""
+        return lambda w: fingerprint(self.of(w), *sections)
+
+    def threads(self, rule: str) -> Callable:
+        """A job's threads: ``resources.<rule>.cpus`` of its preset, capped by --cores locally."""
+        def threads(w) -> int:
+            cpus = getattr(self.of(w).resources, rule).cpus
+            return min(self.cores, cpus) if self.cores else cpus
+        return threads
+
+    def resources(self, rule: str) -> dict[str, Callable]:
+        """Memory, runtime, CPUs, GPUs, partition and account of a rule's jobs, from their preset."""
+        names = rule_resources(resolve(self.params), rule)
+        return {k: (lambda w, k=k: rule_resources(self.of(w), rule)[k]) for k in names}
+
+    def train_processes(self, w) -> int:
+        """Processes of a training job: one per GPU (DDP under torchrun), one on the CPU."""
+        return max(1, rule_resources(self.of(w), "train")["gpu"])
+
+    # ------------------------------------------------------------------ inputs
+    def kind(self, w) -> str:
+        """Tokenizer kind ('vq' or 'kl') a run's generator reads."""
+        return tokenizer_kind(self.of(w))
+
+    def published_tokenizer(self, w) -> str | None:
+        """The released checkpoint a preset imports for ``{kind}`` (tokenizer.vq/kl_checkpoint)."""
+        tc = self.config(w.preset).tokenizer
+        return {"vq": tc.vq_checkpoint, "kl": tc.kl_checkpoint}[w.kind]
+
+    def tokenizer_source(self, w) -> str:
+        """A published checkpoint to import, else the train split to train on."""
+        return self.published_tokenizer(w) or str(paths.data.of(w.preset, "train"))
+
+    def tokenizer_source_arg(self, w, input) -> str:
+        return ("--published " if self.published_tokenizer(w) else "--images ") + str(input.source)
+
+    def reference(self, w, real: bool = True, classifier_metrics: bool = False) -> dict[str, Any]:
+        """Held-out images and the dataset classifier, where the evaluation set-up needs them:
+        not with `evaluate.reference_stats` (FID against a statistics file), not with Inception."""
+        ev = self.config(w.preset).evaluate
+        out: dict[str, Any] = {}
+        if real:
+            # declared either way, so a missing statistics file is named up front
+            out = {"reference_stats": ev.reference_stats} if ev.reference_stats else {"real": paths.data.of(w.preset, "test")}
+        if ev.inception_weights:
+            out["inception_weights"] = ev.inception_weights
+        else:
+            out["classifier"] = paths.classifier.of(w.preset)
+            if classifier_metrics:
+                out["classifier_metrics"] = paths.classifier_metrics.of(w.preset)
+        return out
+
+    @staticmethod
+    def reference_args(w, input) -> str:
+        """The reference inputs a job got, as CLI options."""
+        return "".join(f" --{k.replace('_', '-')} {input[k]}" for k in REFERENCE_KEYS if k in input.keys())
+
+    def latent_parts(self, w) -> list[Path]:
+        k = self.config(w.preset).latents.shards
+        return [paths.latents_part.of(w.preset, w.kind, w.split, i, k) for i in range(k)]
+
+    def sample_parts(self, w) -> list[Path]:
+        k = self.of(w).sample.shards
+        return [paths.sample_part.of(w.preset, w.variant, i, k) for i in range(k)]
+
+    def run_latents(self, split: str) -> Callable:
+        return lambda w: paths.latents.of(w.preset, self.kind(w), split)
+
+    def run_tokenizer(self, w) -> Path:
+        return paths.tokenizer.of(w.preset, self.kind(w))
+
+    # ------------------------------------------------------------------ targets and reports
+    def family_outputs(self, preset: str, family: str) -> list[Path]:
+        """The files of one family's report (none where the preset lists no runs for it)."""
+        if not self.config(preset).workflow.family_runs(family):
+            return []
+        return [paths.family_report.of(preset, family, ext) for ext in ("md", "csv", "json", "png")]
+
+    def family_inputs(self, w) -> dict[str, list[Path]]:
+        wf = self.config(w.preset).workflow
+        runs = wf.family_runs(w.family)
+        # a family without seed replicates judges its differences with Table 1's seed noise
+        scored = list(dict.fromkeys(runs + wf.noise_runs(w.family)))
+        inputs = {
+            "metrics": [paths.eval_metrics.of(w.preset, r) for r in scored],
+            "likelihood": [paths.likelihood.of(w.preset, r) for r in scored],
+            "floor": [paths.noise_floor.of(w.preset)],
+            "models": [paths.model.of(w.preset, r) for r in scored],
+            "logs": [paths.train_log.of(w.preset, r) for r in scored],
+            "progress": [paths.progress.of(w.preset, r) for r in runs if w.family in CURVE_FAMILIES],
+        }
+        if w.family == "table2":  # the headline runs' samples, also in the formats of the field
+            inputs["export"] = [paths.samples_npz.of(w.preset, r) for r in runs]
+        return inputs
+
+    def report_inputs(self, w) -> dict[str, list[Path]]:
+        cfg = self.config(w.preset)
+        runs = cfg.workflow.runs()
+        kinds = sorted({tokenizer_kind(self.config(w.preset, r)) for r in runs}, reverse=True)
+        return {
+            "families": [f for family in cfg.workflow.families() for f in self.family_outputs(w.preset, family)],
+            "grids": [paths.sample_grid.of(w.preset, r) for r in runs],
+            "likelihood": [paths.likelihood.of(w.preset, r) for r in runs],
+            "floor": [paths.noise_floor.of(w.preset)],
+            "tokenizers": [paths.tokenizer_metrics.of(w.preset, k) for k in kinds],
+            "recon": [paths.tokenizer_recon.of(w.preset, k) for k in kinds],
+            "classifier": [] if cfg.evaluate.inception_weights else [paths.classifier_metrics.of(w.preset)],
+        }
+
+    def headline_run(self, w) -> str:
+        return self.config(w.preset).workflow.table2[0]
+
+    def speed_inputs(self, w) -> dict[str, Any]:
+        """The headline run, the 1D baselines of Table 1 (seed 0) and Table 1's noise, if any."""
+        wf = self.config(w.preset).workflow
+        run = self.headline_run(w)
+        ones = [r for r in wf.family_runs("table1")
+                if "@" not in r and self.config(w.preset, r).model.head == "1d"]
+        inputs = {"model": paths.model.of(w.preset, run),
+                  "tokenizer": paths.tokenizer.of(w.preset, tokenizer_kind(self.config(w.preset, run))),
+                  "baselines": [paths.model.of(w.preset, r) for r in ones]}
+        if wf.family_runs("table1"):
+            inputs["noise"] = paths.family_report.of(w.preset, "table1", "json")
+        return inputs
+
+    def rerun_of(self, w) -> str:
+        return self.config(w.preset).workflow.rerun_of
+
+    def stability_inputs(self, w) -> dict[str, list[Path]]:
+        """Each family's verdicts in the original preset and in this rerun of it."""
+        families = list(self.config(w.preset).workflow.families())
+        return {"first": [paths.family_report.of(self.rerun_of(w), f, "json") for f in families],
+                "second": [paths.family_report.of(w.preset, f, "json") for f in families]}
+
+    def bench_latents(self, w) -> Path:
+        """The bench's model reads the preset's own tokens: VQ codes or KL latents."""
+        return paths.latents.of(w.preset, tokenizer_kind(self.config(w.preset)), "train")
