@@ -215,9 +215,6 @@ def cmd_report(args, cfg) -> dict:
     return write_report(args.params, args.preset, cfg, args.out_dir)
 
 
-SCORE_KEYS = ("fid", "is", "kid", "nll", "dloss")  # per run, in the DVC metrics files
-
-
 def cmd_publish(args, cfg) -> dict:
     """Copy a finished report (or one family of it) to the folder DVC owns (DVC never claims
     Snakemake's outputs)."""
@@ -238,9 +235,11 @@ def cmd_publish(args, cfg) -> dict:
         return {"published": [f.name for f in files], "to": str(dst)}
     # what `dvc metrics show` / `dvc metrics diff` read: one small file per run, so DVC prints
     # one row per run with a column per score
+    from heptapod.report import METRICS
+
     runs = read_json(src / "metrics.json")["runs"]
     for run, row in runs.items():
-        write_json(dst / "scores" / f"{run}.json", {k: row[k] for k in SCORE_KEYS if row.get(k) is not None})
+        write_json(dst / "scores" / f"{run}.json", {k: row[k] for k in METRICS if row.get(k) is not None})
     return {"published": [f.name for f in files], "scores": sorted(runs), "to": str(dst)}
 
 

@@ -27,7 +27,7 @@ from heptapod.models.heptapod import Heptapod, ModelSpec
 from heptapod.utils.device import autocast, resolve_device
 from heptapod.utils.io import load_checkpoint, save_checkpoint
 from heptapod.utils.training import (
-    EMA, MetricsLog, Resumable, check_finite, lr_at, param_groups, progress, step_generator,
+    EMA, MetricsLog, Resumable, StaleCheckpoint, check_finite, lr_at, param_groups, progress, step_generator,
 )
 
 logger = logging.getLogger(__name__)
@@ -157,14 +157,18 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
     state = Resumable(out_dir / "last.pt", "train-state",
                       fingerprint(cfg, "model", "train") + store.attrs["tokenizer_sha256"])
     objects = {"model": model, "ema": ema, "opt": opt}
-    if restart_stale and state.stale():
+    try:
+        start = state.load(objects)  # raises before touching the objects when the state is stale
+    except StaleCheckpoint:
+        if not restart_stale:
+            raise
         if rank == 0:
             logger.warning("%s was written with other parameters: starting over", state.path)
             state.path.unlink()
             shutil.rmtree(out_dir / "snapshots", ignore_errors=True)
         if world > 1:
             dist.barrier()
-    start = state.load(objects)
+        start = 0
     wrapped = model
     if world > 1:
         wrapped = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)

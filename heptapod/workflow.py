@@ -93,7 +93,7 @@ class Pipeline:
 
     def resources(self, rule: str) -> dict[str, Callable]:
         """Memory, runtime, CPUs, GPUs, partition and account of a rule's jobs, from their preset."""
-        names = rule_resources(resolve(self.params), rule)
+        names = rule_resources(self.config(self.params["preset"]), rule)  # the same keys for every preset
         return {k: (lambda w, k=k: rule_resources(self.of(w), rule)[k]) for k in names}
 
     def train_processes(self, w) -> int:

@@ -42,6 +42,10 @@ def check_finite(loss: torch.Tensor, step: int, where: str) -> None:
         raise FloatingPointError(f"{where}: non-finite loss ({loss.item()}) at step {step}; stopping")
 
 
+class StaleCheckpoint(CheckpointError):
+    """A resumable state written with other parameters than the run's."""
+
+
 class Resumable:
     """Periodic atomic checkpoints of a training loop's state, and their reload."""
 
@@ -50,17 +54,13 @@ class Resumable:
         self.kind = kind
         self.fingerprint = fingerprint  # the params the state was trained with
 
-    def stale(self) -> bool:
-        """A state exists, written with other parameters."""
-        return self.path.exists() and load_checkpoint(self.path, self.kind).get("fingerprint") != self.fingerprint
-
     def load(self, objects: dict[str, Any]) -> int:
         """Restore ``objects`` (anything with load_state_dict) and return the next step."""
         if not self.path.exists():
             return 0
         ckpt = load_checkpoint(self.path, self.kind)
         if ckpt.get("fingerprint") != self.fingerprint:
-            raise CheckpointError(
+            raise StaleCheckpoint(
                 f"checkpoint {self.path} was written with other parameters; delete it to start over"
             )
         for name, obj in objects.items():
