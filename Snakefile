@@ -1,6 +1,7 @@
 # Heptapod pipeline. Main target on the embedded default:  snakemake --cores all ablations
 # Another preset:  snakemake --cores all ablations --config preset=smoke
 # One paper table or figure:  snakemake --cores all table1   (table2, table4, fig6, fig7, fig8)
+# Beyond the paper (attention distance, similarity maps, linear probe):  snakemake --cores all analysis
 # On a SLURM cluster:  snakemake --workflow-profile workflow/profiles/slurm ablations --config preset=...
 from pathlib import Path
 
@@ -38,4 +39,5 @@ include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/targets.smk"

@@ -2,6 +2,8 @@
 
 Every subcommand takes ``--params`` / ``--preset`` (and ``--variant`` where it applies) and
 explicit input and output paths; the paths the workflow uses are built in ``heptapod.paths``.
+This module only parses arguments and hands them to the stage functions; what a stage writes
+carries the one provenance record of ``heptapod.provenance``.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from heptapod.config import FAMILIES, ConfigError, load_config, load_params, params_schema, preset_names
+from heptapod.config import FAMILIES, ConfigError, load_config, load_params, preset_names
 from heptapod.data.store import StoreError
-from heptapod.utils.io import CheckpointError, git_commit, read_json, write_json
+from heptapod.provenance import provenance
+from heptapod.utils.io import CheckpointError, write_json
+from heptapod.utils.launch import LaunchError, launch_ddp, under_torchrun
 
 log = logging.getLogger("heptapod")
 # stages that take a HEPTAPOD_GPUS device
@@ -35,9 +37,9 @@ def _common(p: argparse.ArgumentParser, variant: bool = False) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
 
 
-def _provenance(args, cfg) -> dict:
-    return {"preset": args.preset, "variant": getattr(args, "variant", None), "commit": git_commit(),
-            "dataset": cfg.data.dataset, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+def _stamped(path: str, out: dict, args, cfg) -> None:
+    """Write a stage's result with the provenance of this command."""
+    write_json(path, {**out, **provenance(args.preset, cfg.data.dataset, getattr(args, "variant", None))})
 
 
 def cmd_prepare(args, cfg) -> dict:
@@ -47,14 +49,10 @@ def cmd_prepare(args, cfg) -> dict:
 
 
 def cmd_train_classifier(args, cfg) -> dict:
-    from heptapod.data.images import load_images
-    from heptapod.evaluation.fidelity import train_classifier
+    from heptapod.evaluation.stage import classifier_stage
 
-    train_x, train_y, attrs = load_images(args.train)
-    test_x, test_y, _ = load_images(args.test)
-    out = train_classifier(cfg.classifier, (train_x, train_y), (test_x, test_y),
-                           attrs["num_classes"], args.out)
-    write_json(args.metrics, {**out, **_provenance(args, cfg)})
+    out = classifier_stage(cfg, args.train, args.test, args.out)
+    _stamped(args.metrics, out, args, cfg)
     return out
 
 
@@ -72,7 +70,7 @@ def cmd_evaluate_tokenizer(args, cfg) -> dict:
     from heptapod.evaluation.stage import evaluate_tokenizer
 
     out = evaluate_tokenizer(cfg, args.tokenizer, args.images, args.classifier, args.png)
-    write_json(args.out, {**out, **_provenance(args, cfg)})
+    _stamped(args.out, out, args, cfg)
     return out
 
 
@@ -99,26 +97,6 @@ def cmd_train(args, cfg) -> dict:
                  restart_stale=args.restart_stale)
 
 
-class LaunchError(RuntimeError):
-    """The processes of a multi-GPU run failed (their own output says why)."""
-
-
-def under_torchrun() -> bool:
-    return "LOCAL_RANK" in os.environ
-
-
-def launch_ddp(nproc: int, argv: list[str]) -> dict:
-    """Run this same command under torchrun, one process per GPU (DDP on one node)."""
-    # the processes need no --nproc, and torchrun's own parser would take it for --nproc-per-node
-    own = [a for i, a in enumerate(argv) if not (a.startswith("--nproc") or (i and argv[i - 1] == "--nproc"))]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "heptapod", *own]
-    log.info("launching %d processes: %s", nproc, " ".join(cmd))
-    if subprocess.run(cmd).returncode:
-        raise LaunchError(f"torchrun with {nproc} processes failed (see the log above)")
-    return {"processes": nproc}
-
-
 def cmd_sample(args, cfg) -> dict:
     from heptapod.sample import sample_shard
     from heptapod.utils.device import resolve_device
@@ -143,19 +121,15 @@ def cmd_evaluate(args, cfg) -> dict:
     from heptapod.evaluation.stage import evaluate_samples
 
     out = evaluate_samples(cfg, args.samples, args.real, args.classifier, args.classifier_metrics)
-    write_json(args.out, {**out, **_provenance(args, cfg)})
+    _stamped(args.out, out, args, cfg)
     return out
 
 
 def cmd_likelihood(args, cfg) -> dict:
-    from heptapod.evaluation.likelihood import heldout_likelihood
-    from heptapod.train import load_generator
-    from heptapod.utils.device import resolve_device
+    from heptapod.evaluation.stage import likelihood_stage
 
-    ev = cfg.evaluate
-    model = load_generator(args.model, cfg.sample.use_ema).to(resolve_device(cfg.workflow.device))
-    out = heldout_likelihood(model, args.latents, ev.nll_images, ev.nll_orders, ev.nll_batch_size)
-    write_json(args.out, {**out, "weights": "EMA" if cfg.sample.use_ema else "training", **_provenance(args, cfg)})
+    out = likelihood_stage(cfg, args.model, args.latents)
+    _stamped(args.out, out, args, cfg)
     return {k: v for k, v in out.items() if not k.endswith("by_order")}
 
 
@@ -163,7 +137,7 @@ def cmd_noise_floor(args, cfg) -> dict:
     from heptapod.evaluation.stage import noise_floor
 
     out = noise_floor(cfg, args.train, args.real, args.classifier)
-    write_json(args.out, {**out, **_provenance(args, cfg)})
+    _stamped(args.out, out, args, cfg)
     return {str(k): v["fid_sd"] for k, v in out["by_count"].items()}
 
 
@@ -184,67 +158,53 @@ def cmd_progress(args, cfg) -> dict:
     from heptapod.evaluation.stage import evaluate_progress
 
     rows = evaluate_progress(cfg, args.train_dir, args.tokenizer, args.real, args.classifier)
-    write_json(args.out, {"progress": rows, **_provenance(args, cfg)})
+    _stamped(args.out, {"progress": rows}, args, cfg)
     return {"checkpoints": len(rows), "fid": [round(r["fid"], 3) for r in rows]}
 
 
 def cmd_reference_stats(args, cfg) -> dict:
-    import numpy as np
+    from heptapod.evaluation.stage import reference_stats_stage
 
-    from heptapod.data.images import load_images
-    from heptapod.evaluation.fidelity import reference_statistics
-    from heptapod.utils.io import atomic_path
+    return reference_stats_stage(cfg, args.images, args.classifier, args.out)
 
-    images, _, _ = load_images(args.images)
-    stats = reference_statistics(images, cfg.evaluate, args.classifier)
-    with atomic_path(args.out) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, mu=stats["mu"], sigma=stats["sigma"])
-    return {"images": stats["images"], "extractor": stats["extractor"], "dim": len(stats["mu"])}
+
+def _run_files(args, runs: list[str]) -> dict:
+    """The per-run file lists of a report command, aligned with ``runs``."""
+    from heptapod.report.runs import run_files
+
+    return run_files(runs, metrics=args.metrics, likelihood=args.likelihood, model=args.models, log=args.logs,
+                     grid=getattr(args, "grids", None))
 
 
 def cmd_report_family(args, cfg) -> dict:
-    from heptapod.report import write_family
+    from heptapod.report.family import write_family
 
-    return write_family(args.params, args.preset, cfg, args.family, args.out_dir)
+    runs = list(dict.fromkeys(args.runs + args.noise_runs))
+    files = _run_files(args, runs)
+    if args.progress and len(args.progress) != len(args.runs):
+        raise ValueError(f"--progress names {len(args.progress)} files for {len(args.runs)} --runs")
+    progress = dict(zip(args.runs, map(Path, args.progress)))
+    files = {r: dataclasses.replace(f, progress=progress.get(r)) for r, f in files.items()}
+    return write_family(load_params(args.params), args.preset, cfg, args.family,
+                        {r: files[r] for r in args.runs}, {r: files[r] for r in args.noise_runs},
+                        args.floor, args.out_dir)
 
 
 def cmd_report(args, cfg) -> dict:
-    from heptapod.report import write_report
+    from heptapod.report.readme import write_report
 
-    return write_report(args.params, args.preset, cfg, args.out_dir)
+    return write_report(args.preset, cfg, _run_files(args, args.runs), args.families, args.floor,
+                        args.tokenizers, args.recons, args.classifier_metrics, args.out_dir)
 
 
 def cmd_publish(args, cfg) -> dict:
-    """Copy a finished report (or one family of it) to the folder DVC owns (DVC never claims
-    Snakemake's outputs)."""
-    from heptapod.utils.io import atomic_path
+    from heptapod.report.publish import publish
 
-    src, dst = Path(args.src), Path(args.out_dir)
-    stem = args.family or "metrics"
-    if not (src / f"{stem}.json").is_file():
-        raise FileNotFoundError(f"no finished report in {src} (missing {stem}.json)")
-    # a family's files, or the README and what it shows besides the families (each DVC output
-    # belongs to exactly one stage)
-    files = sorted(p for p in src.iterdir() if p.is_file() and (
-        p.stem == args.family if args.family else p.stem not in FAMILIES))
-    for file in files:
-        with atomic_path(dst / file.name) as tmp:
-            tmp.write_bytes(file.read_bytes())
-    if args.family:
-        return {"published": [f.name for f in files], "to": str(dst)}
-    # what `dvc metrics show` / `dvc metrics diff` read: one small file per run, so DVC prints
-    # one row per run with a column per score
-    from heptapod.report import METRICS
-
-    runs = read_json(src / "metrics.json")["runs"]
-    for run, row in runs.items():
-        write_json(dst / "scores" / f"{run}.json", {k: row[k] for k in METRICS if row.get(k) is not None})
-    return {"published": [f.name for f in files], "scores": sorted(runs), "to": str(dst)}
+    return publish(args.src, args.out_dir, args.family)
 
 
 def cmd_index(args, cfg) -> dict:
-    from heptapod.report import write_index
+    from heptapod.report.readme import write_index
 
     return write_index(args.report, args.out)
 
@@ -258,20 +218,36 @@ def cmd_stability(args, cfg) -> dict:
     return stability_report(args.first, args.second, families, args.out, Path(args.out).with_suffix(".json"))
 
 
+def cmd_analyze(args, cfg) -> dict:
+    from heptapod.analysis import stage
+
+    if not (len(args.runs) == len(args.models) == len(args.latents)):
+        raise ValueError(f"--runs, --models and --latents name {len(args.runs)}, {len(args.models)} and "
+                         f"{len(args.latents)} entries: one each per run")
+    models, latents = dict(zip(args.runs, map(Path, args.models))), dict(zip(args.runs, map(Path, args.latents)))
+    if args.name == "attention":
+        return stage.write_attention(cfg, args.preset, models, latents, args.out_dir)
+    if args.name == "similarity":
+        if not args.images:
+            raise ConfigError("analyze --name similarity needs --images (the test image store)")
+        return stage.write_similarity(cfg, args.preset, models, latents, args.images, args.out_dir)
+    if not args.train_latents:
+        raise ConfigError("analyze --name probe needs --train-latents (the train latent store)")
+    return stage.write_probe(cfg, args.preset, models, args.train_latents, latents, args.out_dir)
+
+
 def cmd_bench(args, cfg) -> dict:
     from heptapod.bench import run_bench
 
     out = run_bench(cfg, args.latents)
-    write_json(args.out, {**out, **_provenance(args, cfg)})
+    _stamped(args.out, out, args, cfg)
     return out
 
 
 def cmd_schema(args, cfg) -> dict:
-    import yaml
+    from heptapod.config import schema_text
 
-    text = ("# Generated by `heptapod schema --write` from heptapod/config.py; do not edit.\n"
-            + yaml.safe_dump(params_schema(), sort_keys=False, width=100))
-    path = Path(args.path)
+    text, path = schema_text(), Path(args.path)
     if args.check:
         if not path.is_file() or path.read_text() != text:
             raise ConfigError(f"{path} is out of date: run `heptapod schema --write`")
@@ -305,6 +281,13 @@ def _reference_args(p: argparse.ArgumentParser) -> None:
     """Inputs that only the dataset-classifier / held-out-images evaluation needs."""
     p.add_argument("--real", default=None, help="held-out image store (not with evaluate.reference_stats)")
     p.add_argument("--classifier", default=None, help="dataset classifier (not with Inception weights)")
+
+
+def _run_file_args(p: argparse.ArgumentParser, order: str) -> None:
+    """The files of each run a report reads, in the order of ``order``."""
+    for flag, what in (("--metrics", "FID/IS/KID"), ("--likelihood", "held-out NLL"), ("--models", "final checkpoints"),
+                       ("--logs", "training logs")):
+        p.add_argument(flag, required=True, nargs="+", help=f"{what}, one per run ({order})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -399,8 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p = add("report-family", cmd_report_family, "table, plot and statement of one ablation family")
     p.add_argument("--family", required=True, choices=list(FAMILIES))
+    p.add_argument("--runs", required=True, nargs="+", help="the family's runs (variant or variant@seed)")
+    p.add_argument("--noise-runs", nargs="*", default=[], help="runs whose seed spread judges a family "
+                   "without replicates of its own (Table 1's)")
+    _run_file_args(p, "--runs, then the --noise-runs not in --runs")
+    p.add_argument("--progress", nargs="*", default=[], help="snapshot scores, one per --runs (Fig. 6-8)")
+    p.add_argument("--floor", required=True, help="the metric's noise floor (noise-floor's JSON)")
     p.add_argument("--out-dir", required=True)
     p = add("report", cmd_report, "README, run table and plots of a preset's results (after its families)")
+    p.add_argument("--runs", required=True, nargs="+", help="every run of the preset")
+    _run_file_args(p, "--runs")
+    p.add_argument("--grids", required=True, nargs="+", help="sample grids, one per run")
+    p.add_argument("--families", required=True, nargs="+", help="the families' JSON files (their .md beside)")
+    p.add_argument("--floor", required=True, help="the metric's noise floor (noise-floor's JSON)")
+    p.add_argument("--tokenizers", nargs="*", default=[], help="tokenizer metrics files")
+    p.add_argument("--recons", nargs="*", default=[], help="tokenizer reconstruction PNGs, one per --tokenizers")
+    p.add_argument("--classifier-metrics", default=None, help="the dataset classifier's metrics (its accuracy)")
     p.add_argument("--out-dir", required=True)
     p = add("index", cmd_index, "write results/README.md from a preset's report")
     p.add_argument("--report", required=True)
@@ -414,6 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--family", default=None, choices=list(FAMILIES), help="only this family's files")
+    p = add("analyze", cmd_analyze, "attention distance, token similarity maps or linear probe of trained runs")
+    p.add_argument("--name", required=True, choices=["attention", "similarity", "probe"])
+    p.add_argument("--runs", required=True, nargs="+", help="the runs analysed (variant or variant@seed)")
+    p.add_argument("--models", required=True, nargs="+", help="their final checkpoints, one per run")
+    p.add_argument("--latents", required=True, nargs="+", help="their test latent stores, one per run")
+    p.add_argument("--train-latents", default=None, help="train latent store (probe)")
+    p.add_argument("--images", default=None, help="test image store (similarity: the images drawn)")
+    p.add_argument("--out-dir", required=True)
     p = add("bench", cmd_bench, "training/sampling/loader throughput, written as JSON")
     p.add_argument("--latents", required=True)
     p.add_argument("--out", required=True)

@@ -69,6 +69,8 @@ report_dir = Pattern(RESULTS + "/report/{preset}")
 family_report = Pattern(report_dir + "/{family}.{ext}")
 report_file = Pattern(report_dir + "/{name}")
 results_index = Pattern(RESULTS + "/README.md")
+analysis_dir = Pattern(report_dir + "/analysis")
+analysis = Pattern(analysis_dir + "/{name}.{ext}")
 
 bench = Pattern(RESULTS + "/bench/{preset}.json")
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-LOWER_IS_BETTER = {"fid": True, "kid": True, "nll": True, "is": False, "dloss": True}
+LOWER_IS_BETTER = {"fid": True, "kid": True, "nll": True, "is": False, "dloss": True,
+                   "attention_distance": False, "probe_accuracy": False}  # analyses: more global, more separable
 RULE_TEXT = ("A difference between two variants counts as real when it exceeds 2 x max(seed SD, "
              "floor SD): the seed SD pooled over the variants trained with several seeds, the floor SD "
              "the spread of the metric between draws of real images at the same sample count (for "

@@ -159,36 +159,77 @@ class Pipeline:
             return []
         return [paths.family_report.of(preset, family, ext) for ext in ("md", "csv", "json", "png")]
 
-    def family_inputs(self, w) -> dict[str, list[Path]]:
+    def family_runs(self, w) -> dict[str, list[str]]:
+        """A family's runs, and the runs whose seed spread judges it where it has no replicates
+        of its own (Table 1's); the report reads their files in the order runs + the others."""
         wf = self.config(w.preset).workflow
-        runs = wf.family_runs(w.family)
-        # a family without seed replicates judges its differences with Table 1's seed noise
-        scored = list(dict.fromkeys(runs + wf.noise_runs(w.family)))
+        return {"runs": wf.family_runs(w.family), "noise_runs": wf.noise_runs(w.family)}
+
+    def family_inputs(self, w) -> dict[str, list[Path]]:
+        named = self.family_runs(w)
+        scored = list(dict.fromkeys(named["runs"] + named["noise_runs"]))
         inputs = {
-            "metrics": [paths.eval_metrics.of(w.preset, r) for r in scored],
-            "likelihood": [paths.likelihood.of(w.preset, r) for r in scored],
+            **self.run_file_inputs(w.preset, scored),
             "floor": [paths.noise_floor.of(w.preset)],
-            "models": [paths.model.of(w.preset, r) for r in scored],
-            "logs": [paths.train_log.of(w.preset, r) for r in scored],
-            "progress": [paths.progress.of(w.preset, r) for r in runs if w.family in CURVE_FAMILIES],
+            "progress": [paths.progress.of(w.preset, r) for r in named["runs"] if w.family in CURVE_FAMILIES],
         }
         if w.family == "table2":  # the headline runs' samples, also in the formats of the field
-            inputs["export"] = [paths.samples_npz.of(w.preset, r) for r in runs]
+            inputs["export"] = [paths.samples_npz.of(w.preset, r) for r in named["runs"]]
         return inputs
+
+    @staticmethod
+    def run_file_inputs(preset: str, runs: list[str]) -> dict[str, list[Path]]:
+        """The files of each run a report reads (``heptapod.report.runs.RunFiles``), in run order."""
+        return {"metrics": [paths.eval_metrics.of(preset, r) for r in runs],
+                "likelihood": [paths.likelihood.of(preset, r) for r in runs],
+                "models": [paths.model.of(preset, r) for r in runs],
+                "logs": [paths.train_log.of(preset, r) for r in runs]}
+
+    def report_runs(self, w) -> list[str]:
+        return self.config(w.preset).workflow.runs()
 
     def report_inputs(self, w) -> dict[str, list[Path]]:
         cfg = self.config(w.preset)
-        runs = cfg.workflow.runs()
+        runs = self.report_runs(w)
         kinds = sorted({tokenizer_kind(self.config(w.preset, r)) for r in runs}, reverse=True)
+        families = [f for f in cfg.workflow.families() if cfg.workflow.family_runs(f)]
         return {
-            "families": [f for family in cfg.workflow.families() for f in self.family_outputs(w.preset, family)],
+            **self.run_file_inputs(w.preset, runs),
             "grids": [paths.sample_grid.of(w.preset, r) for r in runs],
-            "likelihood": [paths.likelihood.of(w.preset, r) for r in runs],
+            "families": [paths.family_report.of(w.preset, f, "json") for f in families],
+            "family_files": [p for f in families for p in self.family_outputs(w.preset, f)],
             "floor": [paths.noise_floor.of(w.preset)],
             "tokenizers": [paths.tokenizer_metrics.of(w.preset, k) for k in kinds],
-            "recon": [paths.tokenizer_recon.of(w.preset, k) for k in kinds],
+            "recons": [paths.tokenizer_recon.of(w.preset, k) for k in kinds],
             "classifier": [] if cfg.evaluate.inception_weights else [paths.classifier_metrics.of(w.preset)],
         }
+
+    # ------------------------------------------------------------------ analyses
+    ANALYSES = ("attention", "similarity", "probe")
+
+    def analysis_outputs(self, preset: str) -> list[Path]:
+        """The analyses of a preset's runs (none where it trains no Table 1 runs)."""
+        if not self.config(preset).workflow.family_runs("table1"):
+            return []
+        return [paths.analysis.of(preset, name, ext) for name in self.ANALYSES for ext in ("md", "json", "png")]
+
+    def analysis_runs(self, w) -> list[str]:
+        """Attention distance and the probe: Table 1's runs (every seed); similarity: its own list."""
+        cfg = self.config(w.preset)
+        return cfg.analysis.similarity_runs if w.name == "similarity" else cfg.workflow.family_runs("table1")
+
+    def analysis_inputs(self, w) -> dict[str, list[Path]]:
+        """Each analysed run's model and test latents (its own tokenizer's), and what the
+        analysis reads besides: the train latents (probe) or the test images (similarity)."""
+        runs = self.analysis_runs(w)
+        kinds = [tokenizer_kind(self.config(w.preset, r)) for r in runs]
+        inputs = {"models": [paths.model.of(w.preset, r) for r in runs],
+                  "latents": [paths.latents.of(w.preset, k, "test") for k in kinds]}
+        if w.name == "probe":
+            inputs["train"] = sorted({paths.latents.of(w.preset, k, "train") for k in kinds})
+        if w.name == "similarity":
+            inputs["images"] = [paths.data.of(w.preset, "test")]
+        return inputs
 
     def headline_run(self, w) -> str:
         return self.config(w.preset).workflow.table2[0]

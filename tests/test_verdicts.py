@@ -62,7 +62,7 @@ def test_floor_draws_are_class_balanced_like_the_samples():
 
 
 def test_last_quarter_change_says_whether_a_run_still_moves():
-    from heptapod.report import last_quarter_change
+    from heptapod.report.runs import last_quarter_change
 
     val = [{"step": s, "val_nll_bits": v} for s, v in ((25, 4.0), (50, 3.5), (75, 3.2), (100, 3.0))]
     assert last_quarter_change(val, 100) == pytest.approx(0.2 / 3.0)

@@ -226,6 +226,9 @@ def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_pat
     r, out = "results/{}/smoke/", str(tmp_path / "out")
     data, lat, tok = r.format("data"), r.format("latents") + "vq/", r.format("tokenizer") + "vq/tokenizer.pt"
     run, samples = r.format("train") + "2d-random", r.format("sample") + "2d-random/samples.h5"
+    evaluated = r.format("evaluate") + "2d-random/"
+    run_files = ["--metrics", evaluated + "metrics.json", "--likelihood", evaluated + "likelihood.json",
+                 "--models", run + "/model.pt", "--logs", run + "/log.jsonl"]
     required = {
         "prepare": ["--split", "test", "--out", out + ".h5"],
         "train-classifier": ["--train", data + "train.h5", "--test", data + "test.h5", "--out", out + ".pt",
@@ -245,8 +248,11 @@ def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_pat
         "speed": ["--model", run + "/model.pt", "--tokenizer", tok, "--out-dir", out],
         "progress": ["--train-dir", run, "--tokenizer", tok, "--out", out + ".json"],
         "reference-stats": ["--images", data + "test.h5", "--out", out + ".npz"],
-        "report-family": ["--family", "table1", "--out-dir", out],
-        "report": ["--out-dir", out],
+        "report-family": ["--family", "table2", "--runs", "2d-random", *run_files, "--floor",
+                          r.format("evaluate") + "noise_floor.json", "--out-dir", out],
+        "report": ["--runs", "2d-random", *run_files, "--grids", r.format("sample") + "2d-random/grid.png",
+                   "--families", r.format("report") + "table2.json", "--floor",
+                   r.format("evaluate") + "noise_floor.json", "--out-dir", out],
         "index": ["--report", r.format("report") + "README.md", "--out", out + ".md"],
         "stability": ["--first", r.format("report"), "--second", r.format("report"), "--out", out + ".md"],
         "publish": ["--src", r.format("report"), "--out-dir", out],

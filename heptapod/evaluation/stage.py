@@ -128,3 +128,36 @@ def evaluate_progress(cfg: Config, train_dir: str | Path, tokenizer_path: str | 
         m = fidelity_metrics(images, real, cfg.evaluate, classifier_path)
         rows.append({"step": step, "sequences": step * cfg.train.batch_size, **m})
     return rows
+
+
+def classifier_stage(cfg: Config, train_images: str | Path, test_images: str | Path, out: str | Path) -> dict:
+    """Train the dataset classifier (the FID/IS feature extractor) and report its test accuracy."""
+    from heptapod.evaluation.fidelity import train_classifier
+
+    train_x, train_y, attrs = load_images(train_images)
+    test_x, test_y, _ = load_images(test_images)
+    return train_classifier(cfg.classifier, (train_x, train_y), (test_x, test_y), attrs["num_classes"], out)
+
+
+def likelihood_stage(cfg: Config, model_path: str | Path, test_latents: str | Path) -> dict:
+    """Held-out NLL (or validation diffusion loss) of a run's sampling weights."""
+    from heptapod.evaluation.likelihood import heldout_likelihood
+    from heptapod.train import load_generator
+
+    ev = cfg.evaluate
+    model = load_generator(model_path, cfg.sample.use_ema).to(resolve_device(cfg.workflow.device))
+    out = heldout_likelihood(model, test_latents, ev.nll_images, ev.nll_orders, ev.nll_batch_size)
+    return {**out, "weights": "EMA" if cfg.sample.use_ema else "training"}
+
+
+def reference_stats_stage(cfg: Config, images_path: str | Path, classifier_path: str | Path | None,
+                          out: str | Path) -> dict:
+    """FID statistics (mu, sigma) of an image store, written as an npz."""
+    from heptapod.evaluation.fidelity import reference_statistics
+
+    images, _, _ = load_images(images_path)
+    stats = reference_statistics(images, cfg.evaluate, classifier_path)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=stats["mu"], sigma=stats["sigma"])
+    return {"images": stats["images"], "extractor": stats["extractor"], "dim": len(stats["mu"])}

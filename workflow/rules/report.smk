@@ -11,6 +11,8 @@ rule report_family:
         family="|".join(FAMILIES),
     params:
         cfg=P.fingerprint("workflow", "data"),
+        runs=lambda w: P.family_runs(w)["runs"],
+        noise_runs=lambda w: P.family_runs(w)["noise_runs"],
         out_dir=lambda w: paths.report_dir.of(w.preset),
     threads: 1
     resources:
@@ -21,7 +23,10 @@ rule report_family:
         "../../environment.yml"
     shell:
         "python -m heptapod report-family --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
-        " --family {wildcards.family} --out-dir {params.out_dir} 2>&1 | tee {log}"
+        " --family {wildcards.family} --runs {params.runs} --noise-runs {params.noise_runs}"
+        " --metrics {input.metrics} --likelihood {input.likelihood} --models {input.models}"
+        " --logs {input.logs} --progress {input.progress} --floor {input.floor}"
+        " --out-dir {params.out_dir} 2>&1 | tee {log}"
 
 
 rule report:
@@ -36,6 +41,8 @@ rule report:
         samples=paths.report_file.partial(name="samples.png"),
     params:
         cfg=P.fingerprint("workflow", "data"),
+        runs=P.report_runs,
+        classifier=lambda w, input: f"--classifier-metrics {input.classifier}" if input.classifier else "",
         out_dir=lambda w: paths.report_dir.of(w.preset),
     threads: 1
     resources:
@@ -45,7 +52,10 @@ rule report:
     conda:
         "../../environment.yml"
     shell:
-        "python -m heptapod report --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        "python -m heptapod report --params $HEPTAPOD_PARAMS --preset {wildcards.preset} --runs {params.runs}"
+        " --metrics {input.metrics} --likelihood {input.likelihood} --models {input.models} --logs {input.logs}"
+        " --grids {input.grids} --families {input.families} --floor {input.floor}"
+        " --tokenizers {input.tokenizers} --recons {input.recons} {params.classifier}"
         " --out-dir {params.out_dir} 2>&1 | tee {log}"
 
 

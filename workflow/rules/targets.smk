@@ -1,4 +1,4 @@
-# The targets a user names: the whole study, one paper table or figure, speed, stability, all.
+# The targets a user names: the whole study, one paper table or figure, speed, stability, analysis, all.
 
 
 rule ablations:
@@ -32,9 +32,16 @@ rule stability:
         paths.report_file.of(PRESET, "stability.md") if P.config(PRESET).workflow.rerun_of else [],
 
 
+rule analysis:
+    """Attention distance, token similarity maps and a linear probe (results/report/<preset>/analysis/)."""
+    input:
+        P.analysis_outputs(PRESET),
+
+
 rule all:
-    """Everything: the study, the speed report and the throughput benchmark."""
+    """Everything: the study, the speed report, the analyses and the throughput benchmark."""
     input:
         rules.ablations.input,
         rules.speed.input,
+        rules.analysis.input,
         paths.bench.of(PRESET),

@@ -1,0 +1,196 @@
+"""The analysis stages: each writes ``<name>.md`` (section), ``.json`` (numbers, provenance)
+and ``.png`` (figure) for the runs it is given.
+
+Where the paper implies a direction (the 2D objective gives a more global, more linearly
+separable representation than next-token prediction) the 2D runs are judged against the 1D
+runs by the report's decision rule: a difference counts when it exceeds twice the pooled seed
+SD (and, for the probe, twice the binomial standard error of a test accuracy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from heptapod import verdicts  # noqa: E402
+from heptapod.analysis.attention import attention_distance  # noqa: E402
+from heptapod.analysis.probe import linear_probe  # noqa: E402
+from heptapod.analysis.similarity import similarity  # noqa: E402
+from heptapod.analysis.summary import by_variant, judge_pairs, verdict_lines  # noqa: E402
+from heptapod.config import Config, split_run  # noqa: E402
+from heptapod.data.images import load_images  # noqa: E402
+from heptapod.provenance import provenance  # noqa: E402
+from heptapod.report.plots import save  # noqa: E402
+from heptapod.train import load_generator  # noqa: E402
+from heptapod.utils.io import write_json, write_text  # noqa: E402
+from heptapod.utils.training import progress  # noqa: E402
+
+
+def _models(cfg: Config, models: dict[str, Path]):
+    """Each run's sampling weights, with a progress bar over the runs."""
+    with progress(len(models), desc="runs", unit="run") as bar:
+        for run, path in models.items():
+            yield run, load_generator(path, cfg.sample.use_ema)
+            bar.update()
+
+
+def _pairs(heads: dict[str, str]) -> list[tuple[str, str]]:
+    """(2D variant, 1D variant) pairs: the direction the paper implies."""
+    two = [v for v, h in heads.items() if h != "1d"]
+    return [(a, b) for a in two for b in heads if heads[b] == "1d"]
+
+
+def _fmt(x) -> str:
+    return "–" if x is None else f"{x:.4g}"
+
+
+def _pm(s: dict) -> str:
+    return _fmt(s["mean"]) + ("" if s["sd"] is None else f" ± {s['sd']:.2g}")
+
+
+def _write(out_dir: Path, name: str, text: str, result: dict, cfg: Config, preset: str) -> dict:
+    write_text(out_dir / f"{name}.md", text + f"\n![{name}]({name}.png)\n")
+    write_json(out_dir / f"{name}.json", {**result, "rule": verdicts.RULE_TEXT,
+                                          "provenance": provenance(preset, cfg.data.dataset)})
+    return {name: str(out_dir / f"{name}.md")}
+
+
+def write_attention(cfg: Config, preset: str, models: dict[str, Path], latents: dict[str, Path],
+                    out_dir: str | Path) -> dict:
+    out_dir = Path(out_dir)
+    a = cfg.analysis
+    runs, heads = {}, {}
+    for run, model in _models(cfg, models):
+        runs[run] = attention_distance(model, latents[run], a.images, a.batch_size)
+        heads[split_run(run)[0]] = model.spec.head
+    ratio = {r: float(np.mean(x["backbone"]) / x["uniform_causal"]) for r, x in runs.items()}
+    seed_sd, judged = judge_pairs(ratio, _pairs(heads), "attention_distance")
+    summary = by_variant(ratio)
+    lines = ["## Attention distance", "",
+             f"Mean attended distance in grid cells per layer ({a.images} held-out images; attention "
+             "renormalised over the image's tokens, the class step left out), against uniform attention "
+             "over the same keys. Judged on the backbone's mean distance / uniform (orders differ in what "
+             "a causal layer can see, so the ratio compares across them); paper direction: the 2D "
+             "objective attends more globally.", "",
+             *verdict_lines(judged, "backbone distance / uniform"), "",
+             "| variant | seeds | backbone layers (cells) | head layers (cells) | uniform (causal) | "
+             "backbone / uniform |", "|---|---|---|---|---|---|"]
+    for v, s in summary.items():
+        mine = [x for r, x in runs.items() if split_run(r)[0] == v]
+        layer = lambda part: ", ".join(f"{np.mean([m[part][i] for m in mine]):.2f}"  # noqa: E731
+                                       for i in range(len(mine[0][part]))) or "–"
+        lines.append(f"| {v} | {s['seeds']} | {layer('backbone')} | {layer('head')} | "
+                     f"{np.mean([m['uniform_causal'] for m in mine]):.2f} | {_pm(s)} |")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for v in summary:
+        mine = [x for r, x in runs.items() if split_run(r)[0] == v]
+        ys = np.mean([m["backbone"] + m["head"] for m in mine], axis=0)
+        line, = ax.plot(range(1, len(ys) + 1), ys, marker="o", label=v)
+        ax.axhline(np.mean([m["uniform_causal"] for m in mine]), ls="--", lw=0.8, color=line.get_color())
+        depth = len(mine[0]["backbone"])
+        ax.axvline(depth + 0.5, color="grey", lw=0.5)
+    ax.set_xlabel("layer (backbone, then head; grey line: where the head starts)")
+    ax.set_ylabel("mean attended distance (grid cells)")
+    ax.set_title("Attention distance (dashed: uniform over the causal keys)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save(fig, out_dir / "attention.png")
+    return _write(out_dir, "attention", "\n".join(lines) + "\n", {
+        "runs": runs, "ratio": ratio, "variants": summary, "seed_sd": seed_sd, "verdicts": judged}, cfg, preset)
+
+
+def write_similarity(cfg: Config, preset: str, models: dict[str, Path], latents: dict[str, Path],
+                     images: str | Path, out_dir: str | Path) -> dict:
+    out_dir = Path(out_dir)
+    a = cfg.analysis
+    g = cfg.data.image_size // cfg.tokenizer.downsample
+    queries = [(g // 2) * g + g // 2, g + 1]  # the centre, and near a corner
+    runs, specs = {}, {}
+    for run, model in _models(cfg, models):
+        runs[run] = similarity(model, latents[run], a.images, a.batch_size, a.show_images, queries)
+        specs[run] = model.spec
+    shown, _, _ = load_images(images, limit=a.show_images)
+    rows = [(i, q) for i in range(a.show_images) for q in range(len(queries))]
+    fig = plt.figure(figsize=(2.2 * (len(runs) + 1), 2.2 * len(rows) + 3))
+    grid = fig.add_gridspec(len(rows) + 1, len(runs) + 1, height_ratios=[1] * len(rows) + [1.4])
+    cell = cfg.data.image_size / g
+    for r, (i, q) in enumerate(rows):
+        ax = fig.add_subplot(grid[r, 0])
+        ax.imshow(shown[i].transpose(1, 2, 0).squeeze(), cmap="gray")
+        ax.add_patch(plt.Rectangle(((queries[q] % g) * cell - 0.5, (queries[q] // g) * cell - 0.5), cell, cell,
+                                   fill=False, color="red", lw=1.5))
+        ax.axis("off")
+        for c, (run, res) in enumerate(runs.items()):
+            ax = fig.add_subplot(grid[r, c + 1])
+            ax.imshow(np.array(res["maps"][i][q]), vmin=-1, vmax=1, cmap="RdBu_r")
+            ax.axis("off")
+            if r == 0:
+                ax.set_title(run, fontsize=9)
+    ax = fig.add_subplot(grid[len(rows), :])
+    for run, res in runs.items():
+        ax.plot(res["distances"], res["by_distance"], marker="o", label=run)
+    ax.set_xlabel("grid distance (cells)")
+    ax.set_ylabel("mean cosine similarity")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save(fig, out_dir / "similarity.png")
+    lines = ["## Token similarity maps (paper Fig. 3)", "",
+             f"Cosine similarity between the backbone state (layer backbone_depth, label-free) of a query "
+             f"position (red box) and every position of the same image; red: alike. Mean similarity by "
+             f"distance over {a.images} held-out images and every query position below (one seed per run: "
+             "descriptive, no verdict).", "",
+             "| run | head | tokens | similarity at 1 cell | at >= half the grid | far / near |",
+             "|---|---|---|---|---|---|"]
+    for run, res in runs.items():
+        lines.append(f"| {run} | {specs[run].head} | {specs[run].tokens} | {res['near']:.3f} | {res['far']:.3f} | "
+                     f"{res['far'] / res['near']:.3f} |")
+    return _write(out_dir, "similarity", "\n".join(lines) + "\n",
+                  {"runs": {r: {k: v for k, v in x.items() if k != "maps"} for r, x in runs.items()}},
+                  cfg, preset)
+
+
+def write_probe(cfg: Config, preset: str, models: dict[str, Path], train_latents: str | Path,
+                latents: dict[str, Path], out_dir: str | Path) -> dict:
+    out_dir = Path(out_dir)
+    a = cfg.analysis
+    runs, heads = {}, {}
+    for run, model in _models(cfg, models):
+        runs[run] = linear_probe(model, train_latents, latents[run], a.probe_train_images,
+                                 a.probe_test_images, a.batch_size, a.probe_steps)
+        heads[split_run(run)[0]] = model.spec.head
+    lines = ["## Linear probe", "",
+             f"Logistic regression on frozen backbone states (layer backbone_depth, label-free), fit on "
+             f"{next(iter(runs.values()))['train_images']} train-split images, scored on "
+             f"{next(iter(runs.values()))['test_images']} test images; paper direction: the 2D objective "
+             "gives the more linearly separable representation.", ""]
+    result, fig_data = {"runs": runs}, {}
+    for feat, name in (("mean", "mean-pooled states"), ("last", "last state")):
+        acc = {r: x[feat]["test_accuracy"] for r, x in runs.items()}
+        se = max(x[feat]["test_accuracy_se"] for x in runs.values())
+        seed_sd, judged = judge_pairs(acc, _pairs(heads), "probe_accuracy", se)
+        result[feat] = {"variants": by_variant(acc), "seed_sd": seed_sd, "accuracy_se": se, "verdicts": judged}
+        fig_data[feat] = result[feat]["variants"]
+        lines += [f"**{name}** (seed SD {_fmt(seed_sd)}, test-accuracy SE {se:.3g}):",
+                  *verdict_lines(judged, "test accuracy"), ""]
+    lines += ["| variant | seeds | mean-pooled | last state |", "|---|---|---|---|"]
+    for v, s in fig_data["mean"].items():
+        lines.append(f"| {v} | {s['seeds']} | {_pm(s)} | {_pm(fig_data['last'][v])} |")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(fig_data["mean"])
+    x = np.arange(len(names))
+    for k, feat in enumerate(("mean", "last")):
+        s = fig_data[feat]
+        ax.bar(x + (k - 0.5) * 0.38, [s[v]["mean"] for v in names], 0.38, label=feat,
+               yerr=[s[v]["sd"] or 0 for v in names], capsize=3)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("test accuracy of the linear probe")
+    ax.set_title("Linear probe on frozen backbone states (bars: SD over seeds)")
+    ax.legend(title="features")
+    ax.grid(alpha=0.3, axis="y")
+    save(fig, out_dir / "probe.png")
+    return _write(out_dir, "probe", "\n".join(lines) + "\n", result, cfg, preset)

@@ -1,0 +1,117 @@
+"""What the pipeline's files say about each run: one row per run, one line per variant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from heptapod import paper
+from heptapod.config import split_run
+from heptapod.utils.io import load_checkpoint, read_json
+from heptapod.utils.training import read_log
+
+METRICS = ("fid", "is", "kid", "nll", "dloss")
+MOVING = 0.01  # a run whose validation score moved more than this over its last quarter is still training
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one run that a report reads (``progress``/``grid`` only where it shows them)."""
+
+    metrics: Path  # FID / IS / KID of its samples
+    likelihood: Path  # held-out NLL (or validation diffusion loss)
+    model: Path  # the final checkpoint: spec, steps, FLOPs
+    log: Path  # the training log, with the validation points
+    progress: Path | None = None  # FID of its snapshots
+    grid: Path | None = None  # its sample grid
+
+
+def run_files(runs: list[str], **lists: list[str] | None) -> dict[str, RunFiles]:
+    """``RunFiles`` per run from lists aligned with ``runs`` (an empty or missing list: none of
+    that kind); a list of another length is an error naming its flag."""
+    for key, files in lists.items():
+        if files and len(files) != len(runs):
+            raise ValueError(f"--{key} names {len(files)} files for {len(runs)} runs ({' '.join(runs)})")
+    return {run: RunFiles(**{k: Path(v[i]) if v else None for k, v in lists.items()})
+            for i, run in enumerate(runs)}
+
+
+def _nan(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def run_row(run: str, files: RunFiles) -> dict:
+    """Everything a table needs about one run, read from its files."""
+    metrics = read_json(files.metrics)
+    lik = read_json(files.likelihood)
+    ckpt = load_checkpoint(files.model, "generator")
+    spec = ckpt["spec"]
+    log = read_log(files.log)
+    val = [r for r in log if "val_nll_bits" in r or "val_diffusion_loss" in r]
+    variant, seed = split_run(run)
+    window = {"global": spec["grid_size"] ** 2, "local": spec["window"], "1d": 1}[spec["head"]]
+    return {
+        "run": run, "variant": variant, "seed": seed, "head": spec["head"], "order": spec["order"],
+        "tokens": spec.get("tokens", "discrete"), "window": window,
+        "backbone_depth": spec["backbone_depth"], "head_depth": spec["head_depth"],
+        "depth": f"{spec['backbone_depth']}/{spec['head_depth']}",
+        "params_M": ckpt["num_params"] / 1e6, "steps": ckpt["steps"], "step_PFLOP": ckpt["step_flops"] / 1e15,
+        "train_PFLOP": ckpt["train_flops"] / 1e15, "train_min": log[-1]["elapsed_s"] / 60,
+        "fid": metrics["fid"], "is": metrics["is"], "kid": metrics["kid"],
+        "nll": _nan(lik.get("nll_bits_per_token")), "nll_se": _nan(lik.get("nll_bits_per_token_se")),
+        "nll_order_sd": _nan(lik.get("nll_bits_per_token_order_sd")),
+        "dloss": _nan(lik.get("val_diffusion_loss")), "heldout_images": lik["heldout_images"],
+        "val_change_last_quarter": last_quarter_change(val, ckpt["steps"]),
+        "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
+        "commit": metrics.get("commit", "unknown"),  # the code that evaluated this run
+    }
+
+
+def run_rows(files: dict[str, RunFiles]) -> pd.DataFrame:
+    return pd.DataFrame([run_row(run, f) for run, f in files.items()])
+
+
+def last_quarter_change(val: list[dict], steps: int) -> float:
+    """Relative change of the held-out score from the last validation point at or before 3/4 of
+    training to the end (positive: still improving); NaN without two such points."""
+    key = "val_nll_bits" if val and "val_nll_bits" in val[0] else "val_diffusion_loss"
+    early = [r for r in val if r["step"] <= 0.75 * steps]
+    if not early or val[-1]["step"] != steps or early[-1]["step"] == steps:
+        return float("nan")
+    return (early[-1][key] - val[-1][key]) / abs(val[-1][key])
+
+
+def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per variant (in the rows' order): mean and standard deviation over its seeds
+    (NaN for one seed), and the largest last-quarter change among its seeds."""
+    out = []
+    for v in dict.fromkeys(rows["variant"]):
+        g = rows[rows["variant"] == v]
+        first = g.iloc[0]
+        line = {k: first[k] for k in ("head", "order", "tokens", "depth", "backbone_depth", "head_depth")}
+        line.update(variant=v, window=int(first["window"]), params_M=first["params_M"],
+                    steps=int(first["steps"]), train_PFLOP=g["train_PFLOP"].mean(), seeds=len(g))
+        for m in METRICS:
+            line[m] = g[m].mean()
+            line[f"{m}_sd"] = g[m].std(ddof=1) if len(g) > 1 else float("nan")
+        line["nll_se"] = float(np.sqrt((g["nll_se"] ** 2).mean() / len(g)))  # of the seed mean
+        line["nll_order_sd"] = g["nll_order_sd"].mean()
+        change = g["val_change_last_quarter"].abs()
+        line["val_change_last_quarter"] = change.max() if change.notna().any() else float("nan")
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def paper_rows(family: str, preset: str, agg: pd.DataFrame) -> list[dict | None]:
+    """The paper's numbers beside each variant, matched by what the run is (None: no counterpart)."""
+    if family == "table1":
+        return [paper.TABLE1.get(paper.table1_key(h, o)) for h, o in zip(agg["head"], agg["order"])]
+    if family == "table4":
+        return [paper.TABLE4.get(paper.table4_key(b, h)) for b, h in zip(agg["backbone_depth"], agg["head_depth"])]
+    if family == "table2":
+        key = paper.table2_key(preset)
+        return [paper.TABLE2[key] if key else None] * len(agg)
+    return [None] * len(agg)

@@ -1,0 +1,153 @@
+"""What each family says: the noise its differences are judged against, and its verdict on the
+paper's claim by the decision rule of ``heptapod.verdicts``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from heptapod import paper, verdicts
+from heptapod.report.runs import METRICS, MOVING
+from heptapod.report.tables import fmt, pm
+from heptapod.utils.io import read_json
+
+
+def family_noise(rows: pd.DataFrame, seed_rows: pd.DataFrame | None, floor: dict | None,
+                 samples: int) -> tuple[dict[str, verdicts.Noise], str]:
+    """The noise of each metric for one family: seed SD pooled over the family's own seed
+    replicates (else over ``seed_rows``, Table 1's), floor SD at the runs' sample count; and
+    where the seed SD came from."""
+    own = verdicts.seed_noise(rows, METRICS)
+    other = verdicts.seed_noise(seed_rows, METRICS) if seed_rows is not None else {}
+    at = (floor or {}).get("by_count", {}).get(str(samples), {})
+    source = ("its own seed replicates" if own["fid"] is not None else
+              "Table 1's seed replicates" if seed_rows is not None else "no seed replicates (seed noise unmeasured)")
+    return {m: verdicts.Noise(own[m] if own[m] is not None else other.get(m), at.get(f"{m}_sd"))
+            for m in METRICS}, source
+
+
+def judge(agg: pd.DataFrame, better: str, worse: str, metric: str, noise: dict) -> tuple[str, str]:
+    """Verdict of 'better beats worse' on one metric, and a short account of the numbers."""
+    a, b = (agg.set_index("variant").loc[v] for v in (better, worse))
+    extra = math.sqrt(a["nll_se"] ** 2 + b["nll_se"] ** 2) if metric == "nll" else 0.0
+    thr = noise[metric].threshold(extra if extra == extra else 0.0)
+    verdict = verdicts.compare(a[metric], b[metric], metric, thr)
+    return verdict, f"{better} {fmt(a[metric])} vs {worse} {fmt(b[metric])} (threshold {fmt(thr)}): {verdict}"
+
+
+def judged_lines(agg: pd.DataFrame, pairs: list[tuple[str, str]], noise: dict) -> tuple[list[str], dict]:
+    """One line per score (FID, held-out NLL) judging every (better, worse) pair, and the
+    combined verdict per score; a score that a compared variant lacks is left out."""
+    compared = agg.set_index("variant").loc[list(dict.fromkeys(v for pair in pairs for v in pair))]
+    lines, out = [], {}
+    for metric, name in (("fid", "FID"), ("nll", "held-out NLL")):
+        if compared[metric].isna().any():
+            continue
+        results = [judge(agg, a, b, metric, noise) for a, b in pairs]
+        out[metric] = verdicts.combine([v for v, _ in results])
+        lines.append(f"By {name}: **{out[metric]}** ({'; '.join(t for _, t in results)}).")
+    return lines, out
+
+
+def order_statement(agg: pd.DataFrame, paper_cols: list[dict | None], what: str,
+                    noise: dict) -> tuple[str, dict]:
+    matched = [(v, p["fid"]) for v, p in zip(agg["variant"], paper_cols) if p]
+    if len(matched) < 2:
+        return f"{what}: fewer than two variants with a paper counterpart; nothing to rank.", {}
+    theirs = [v for v, _ in sorted(matched, key=lambda m: m[1])]
+    lines, out = judged_lines(agg, list(zip(theirs, theirs[1:])), noise)
+    return " ".join([f"{what}: the paper's order (FID, best first) is {' < '.join(theirs)}.", *lines]), out
+
+
+def density_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
+    a = agg.sort_values("n")
+    lo, hi = a.iloc[0]["variant"], a.iloc[-1]["variant"]
+    lines, out = judged_lines(agg, [(hi, lo)], noise)
+    by_n = "FID by n: " + ", ".join(f"n={int(n)}: {fmt(f)}" for n, f in zip(a["n"], a["fid"])) + "."
+    return " ".join([f"Fig. 8 (paper: {paper.CLAIMS['fig8']}): n = {int(a.iloc[0]['n'])} vs "
+                     f"n = {int(a.iloc[-1]['n'])}.", *lines, by_n]), out
+
+
+def window_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
+    base, rest = agg[agg["n"] == 1], agg[agg["n"] > 1]
+    if base.empty or rest.empty:
+        return "Fig. 7: not enough window variants to compare.", {}
+    g = base.iloc[0]["variant"]
+    lines, out = judged_lines(agg, [(g, v) for v in rest["variant"]], noise)
+    return " ".join([f"Fig. 7 (paper: {paper.CLAIMS['fig7']}): w = N (n = 1) against each local window.",
+                     *lines]), out
+
+
+def tokens_statement(agg: pd.DataFrame, progress: dict[str, Path], floor: dict | None,
+                     noise: dict, progress_samples: int) -> tuple[str, dict]:
+    """Paper: VQ converges faster early, the VAE ends better. Judged at the first snapshot (with
+    the floor at the snapshots' sample count) and at the end (with the family's FID noise);
+    ``progress`` holds each variant's snapshot scores."""
+    if len(agg) < 2:
+        return "Fig. 6: not enough token types to compare.", {}
+    kinds = dict(zip(agg["tokens"], agg["variant"]))
+    if set(kinds) != {"discrete", "continuous"}:
+        return "Fig. 6: needs one discrete and one continuous run.", {}
+    vq, kl = kinds["discrete"], kinds["continuous"]
+    prog = {r: pd.DataFrame(read_json(progress[r])["progress"]) for r in (vq, kl)}
+    early_floor = (floor or {}).get("by_count", {}).get(str(progress_samples), {}).get("fid_sd")
+    early_thr = verdicts.Noise(noise["fid"].seed_sd, early_floor).threshold()
+    first = {r: float(p["fid"].iloc[0]) for r, p in prog.items()}
+    early = verdicts.compare(first[vq], first[kl], "fid", early_thr)
+    late, late_text = judge(agg, kl, vq, "fid", noise)
+    text = (f"Fig. 6 (paper: {paper.CLAIMS['fig6']}). Early (first snapshot, step "
+            f"{int(prog[vq]['step'].iloc[0])}): VQ faster by FID: **{early}** ({vq} {fmt(first[vq])} vs "
+            f"{kl} {fmt(first[kl])}, threshold {fmt(early_thr)}). End: VAE better by FID: **{late}** "
+            f"({late_text}).")
+    return text, {"fid_early": early, "fid_end": late}
+
+
+def table2_statement(preset: str, agg: pd.DataFrame, paper_cols: list[dict | None]) -> tuple[str, dict]:
+    ours = ", ".join(f"{v}: FID {fmt(f)}, IS {fmt(i)}, NLL {fmt(n)}"
+                     for v, f, i, n in zip(agg["variant"], agg["fid"], agg["is"], agg["nll"]))
+    if paper_cols and paper_cols[0]:
+        return (f"Table 2: {ours}; paper {paper.table2_key(preset)}: FID {paper_cols[0]['fid']}, "
+                f"IS {paper_cols[0]['is']}."), {}
+    return (f"Table 2: {ours}; the paper's ImageNet numbers are listed below for reference, not for "
+            "comparison."), {}
+
+
+def convergence_line(rows: pd.DataFrame) -> str:
+    """Where the runs stand: how many are still moving by the last-quarter rule."""
+    change = rows["val_change_last_quarter"]
+    known = change.notna()
+    moving = rows.loc[known & (change.abs() > MOVING), "run"].tolist()
+    if not known.any():
+        return "Convergence: no validation curve to judge it by."
+    state = (f"**{len(moving)} of {int(known.sum())} runs are still moving** (held-out score changed "
+             f"more than {MOVING:.0%} over the last quarter of training: {', '.join(moving)}); their "
+             "ranking may still change with more training." if moving else
+             f"All {int(known.sum())} runs have stopped moving (held-out score changed less than "
+             f"{MOVING:.0%} over the last quarter of training).")
+    return (f"Convergence: {state} Largest change: {change[known].abs().max():.1%}; per run in "
+            "`runs.csv` (`val_change_last_quarter`).")
+
+
+def noise_section(floor: dict, rows: pd.DataFrame, extractor: str) -> str:
+    """The metric's noise floor, the seed noise of the replicated variants, and the rule."""
+    lines = ["## Noise and the decision rule", "",
+             f"**Metric noise floor** ({extractor}): real {floor['source']} images, class-balanced like "
+             f"the samples, scored against the {floor['reference']} as every run is, "
+             f"{next(iter(floor['by_count'].values()))['draws']} draws at each sample count. The mean is "
+             "what a perfect generator would score at that count; the SD is what two equal generators "
+             "differ by.", "", "| samples | FID | IS | KID |", "|---|---|---|---|"]
+    nan = float("nan")
+    for count, f in floor["by_count"].items():
+        lines.append(f"| {count} | " + " | ".join(
+            pm(nan if f[m] is None else f[m], nan if f[f"{m}_sd"] is None else f[f"{m}_sd"])
+            for m in ("fid", "is", "kid")) + " |")
+    seed = verdicts.seed_noise(rows, METRICS)
+    replicated = sorted({v for v, g in rows.groupby("variant") if len(g) > 1})
+    lines += ["", "**Seed noise**: SD over seeds pooled over the variants trained with several seeds "
+              f"({', '.join(replicated) or 'none'}): " + ", ".join(
+                  f"{m.upper()} {fmt(seed[m])}" for m in ("fid", "is", "kid", "nll") if seed[m] is not None)
+              + (". " if replicated else "none measured. "),
+              "", f"**Decision rule.** {verdicts.RULE_TEXT}", ""]
+    return "\n".join(lines)

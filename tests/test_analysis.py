@@ -1,0 +1,117 @@
+"""The analyses read the model faithfully: recomputed attention is the attention the model
+uses, distances and similarities mean what their names say, no label reaches the states, and
+the probe separates what is separable and nothing else."""
+
+import pytest
+import torch
+
+from heptapod.analysis.attention import attention_distance
+from heptapod.analysis.probe import fit_probe, linear_probe
+from heptapod.analysis.similarity import cosine_maps, similarity, states_by_position
+from heptapod.analysis.trace import attention_weights, grid_distances, head_attention, label_free_inputs, trace
+from conftest import make_latent_store
+from test_model import tiny
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_recomputed_attention_is_the_models_own(causal):
+    m = tiny("global", 16)
+    attn = m.backbone.blocks[0].attn
+    x = torch.randn(2, 7, 16)
+    w = attention_weights(attn, x, causal)
+    assert torch.allclose(w.sum(-1), torch.ones(2, 7), atol=1e-6)
+    if causal:
+        assert torch.all(w.triu(1) == 0)
+    # with every head's value the identity, the attention output is the head-mean of the weights
+    c = x.shape[-1]
+    q, k, v = attn.qkv(x).split(c, dim=-1)
+    heads = attn._split(q), attn._split(k)
+    per_head = (heads[0] @ heads[1].transpose(-1, -2) / (c // attn.heads) ** 0.5)
+    if causal:
+        per_head = per_head.masked_fill(~torch.ones(7, 7, dtype=torch.bool).tril(), float("-inf"))
+    y = torch.nn.functional.scaled_dot_product_attention(heads[0], heads[1], attn._split(v), is_causal=causal)
+    assert torch.allclose(per_head.softmax(-1) @ attn._split(v), y, atol=1e-5)
+    assert torch.allclose(per_head.softmax(-1).mean(1), w, atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["global", "1d"])
+def test_no_label_reaches_the_states(head):
+    m = tiny(head, 16)
+    tokens = torch.randint(0, 16, (3, 16))
+    order = m.orders(3, torch.Generator().manual_seed(0))
+    before = trace(m, tokens, order).states[-1]
+    with torch.no_grad():
+        m.class_emb.weight[1] += 5.0  # moves the mean: the mean is what step 0 reads
+        m.class_emb.weight[2] -= 5.0
+    assert torch.allclose(trace(m, tokens, order).states[-1], before, atol=1e-4)  # float32 rounding of the mean
+    x = label_free_inputs(m, tokens[torch.arange(3)[:, None], order], order)
+    assert torch.allclose(x[:, 0] - (m.next_pos_emb[order[:, 0]] if head == "1d" else 0),
+                          m.class_emb.weight.mean(0).expand(3, -1), atol=1e-6)
+
+
+def test_trace_states_are_the_backbone_output():
+    m = tiny("global", 16)
+    tokens = torch.randint(0, 16, (2, 16))
+    order = m.orders(2, torch.Generator().manual_seed(1))
+    tr = trace(m, tokens, order)
+    seq = tokens[torch.arange(2)[:, None], order]
+    assert torch.allclose(m.backbone.norm(tr.states[-1]), m.backbone(label_free_inputs(m, seq, order)), atol=1e-6)
+    assert len(tr.attention) == m.spec.backbone_depth and tr.attention[0].shape == (2, 17, 17)
+    heads = head_attention(m, tr, prefix=8)
+    assert len(heads) == m.spec.head_depth and heads[0].shape == (2, 17, 17)
+
+
+def test_grid_distances():
+    d = grid_distances(3)
+    assert d[0, 1] == 1 and d[0, 4] == pytest.approx(2 ** 0.5) and d[0, 8] == pytest.approx(8 ** 0.5)
+    assert torch.all(d.diagonal() == 0) and torch.equal(d, d.T)
+
+
+def test_uniform_attention_scores_its_own_baseline(tmp_path):
+    """Zeroed query/key weights make every causal layer attend uniformly: the measured distance
+    is then exactly the uniform baseline."""
+    store = make_latent_store(tmp_path / "test.h5", grid=4, vocab=16, classes=3)
+    m = tiny("1d", 16)
+    with torch.no_grad():
+        for block in m.backbone.blocks:
+            block.attn.qkv.weight[:32] = 0
+            block.attn.qkv.bias[:32] = 0
+    out = attention_distance(m, store, images=10, batch_size=4)
+    for layer in out["backbone"] + out["head"]:
+        assert layer == pytest.approx(out["uniform_causal"], rel=1e-6)
+    assert out["uniform_causal"] > 0
+
+
+def test_similarity_maps(tmp_path):
+    store = make_latent_store(tmp_path / "test.h5", grid=4, vocab=16, classes=3)
+    m = tiny("global", 16)
+    tokens = torch.randint(0, 16, (2, 16))
+    order = m.orders(2, torch.Generator().manual_seed(0))
+    sim = cosine_maps(states_by_position(m, tokens, order))
+    assert torch.allclose(sim.diagonal(dim1=1, dim2=2), torch.ones(2, 16, dtype=torch.float64))
+    # the state of a position is the one that consumed its token, whatever the order
+    raster = m.orders(2) if m.spec.order == "raster" else torch.arange(16).expand(2, 16)
+    tr = trace(m, tokens, raster, attention=False)
+    assert torch.allclose(states_by_position(m, tokens, raster), tr.states[-1][:, 1:])
+    out = similarity(m, store, images=8, batch_size=4, show=1, queries=[5, 0])
+    assert len(out["maps"]) == 1 and len(out["maps"][0]) == 2 and len(out["maps"][0][0]) == 4
+    assert out["distances"][0] == 1 and -1 <= out["far"] <= 1 and -1 <= out["near"] <= 1
+
+
+def test_probe_separates_what_is_separable_and_nothing_else():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (600,), generator=g)
+    x = torch.randn(600, 8, generator=g, dtype=torch.float64)
+    separable = x + 4.0 * torch.nn.functional.one_hot(y, 8).double()
+    good = fit_probe(separable[:400], y[:400], separable[400:], y[400:], 3, steps=50)
+    assert good["test_accuracy"] > 0.95
+    chance = fit_probe(x[:400], y[:400], x[400:], y[400:], 3, steps=50)
+    assert chance["test_accuracy"] < 0.5
+
+
+def test_linear_probe_end_to_end(tmp_path):
+    train = make_latent_store(tmp_path / "train.h5", grid=4, vocab=16, classes=3)
+    test = make_latent_store(tmp_path / "test.h5", grid=4, vocab=16, classes=3, seed=1)
+    out = linear_probe(tiny("1d", 16), train, test, train_images=40, test_images=None, batch_size=16, steps=5)
+    assert out["train_images"] == 40 and out["test_images"] == 96
+    assert 0 <= out["mean"]["test_accuracy"] <= 1 and 0 <= out["last"]["test_accuracy"] <= 1
