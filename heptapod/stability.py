@@ -1,6 +1,9 @@
-"""Do the verdicts survive a rerun? The same commit rerun under other floating-point conditions
-(another thread count: a stand-in for another machine) moves every number a little; a verdict
-that flips between the two runs is not evidence, whatever the rule said in either of them.
+"""Do the verdicts survive a rerun, and do they hold on another data set?
+
+The same commit rerun under other floating-point conditions (another thread count: a stand-in
+for another machine) moves every number a little; a verdict that flips between the two runs is
+not evidence, whatever the rule said in either of them. The same comparison between the
+reports of two data sets says which of the paper's orderings hold on both.
 """
 
 from __future__ import annotations
@@ -27,30 +30,42 @@ def _cell(x) -> str:
     return "–" if x is None else f"{x:.4g}"
 
 
+INTROS = {
+    "rerun": ("# Do the verdicts survive a rerun? `{first}` vs `{second}`",
+              "The same commit and parameters, rerun with other thread counts (other floating-point "
+              "reductions, a stand-in for another machine). **{held} of {total} verdicts hold.** A "
+              "verdict that flips is not evidence: read it as **within noise**."),
+    "dataset": ("# Which verdicts hold on both data sets? `{first}` vs `{second}`",
+                "The same families, models and budget on two data sets; each verdict by the decision "
+                "rule of its own report. **{held} of {total} verdicts are the same on both.** Only a "
+                "verdict that agrees (or disagrees) with the paper on both says something beyond one "
+                "data set."),
+}
+
+
 def stability_report(first_dir: str | Path, second_dir: str | Path, families: list[str],
-                     out_md: str | Path, out_json: str | Path) -> dict:
-    """``stability.md``/``.json``: per family, each verdict in both runs and whether it holds,
-    and each variant's FID and NLL in both runs."""
+                     out_md: str | Path, out_json: str | Path, kind: str = "rerun") -> dict:
+    """``<name>.md``/``.json``: per family, each verdict in both reports and whether it holds,
+    and each variant's FID and NLL in both (``kind``: 'rerun' or 'dataset', the wording)."""
     first_dir, second_dir = Path(first_dir), Path(second_dir)
     result = {f: compare_families(read_json(first_dir / f"{f}.json"), read_json(second_dir / f"{f}.json"))
               for f in families}
     rows = [(f, k, v) for f, r in result.items() for k, v in r["verdicts"].items()]
     held = sum(v["holds"] for _, _, v in rows)
-    lines = [f"# Do the verdicts survive a rerun? `{first_dir.name}` vs `{second_dir.name}`", "",
-             f"The same commit and parameters, rerun with other thread counts (other floating-point "
-             f"reductions, a stand-in for another machine). **{held} of {len(rows)} verdicts hold.** A "
-             "verdict that flips is not evidence: read it as **within noise**.", "",
-             "| family | comparison | first run | rerun | holds |", "|---|---|---|---|---|"]
+    heading, intro = (t.format(first=first_dir.name, second=second_dir.name, held=held, total=len(rows))
+                      for t in INTROS[kind])
+    first, second = ("first run", "rerun") if kind == "rerun" else (first_dir.name, second_dir.name)
+    lines = [heading, "", intro, "", f"| family | comparison | {first} | {second} | holds |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {k} | {v['first']} | {v['second']} | {'yes' if v['holds'] else '**no**'} |"
               for f, k, v in rows]
-    lines += ["", "How far each run's scores moved:", "",
-              "| family | variant | FID (first) | FID (rerun) | NLL (first) | NLL (rerun) |",
+    lines += ["", "Each variant's scores in both:", "",
+              f"| family | variant | FID ({first}) | FID ({second}) | NLL ({first}) | NLL ({second}) |",
               "|---|---|---|---|---|---|"]
     for f, r in result.items():
         for v, s in r["variants"].items():
             lines.append(f"| {f} | {v} | {_cell(s['fid']['first'])} | {_cell(s['fid']['second'])} | "
                          f"{_cell(s['nll']['first'])} | {_cell(s['nll']['second'])} |")
     write_text(out_md, "\n".join(lines) + "\n")
-    write_json(out_json, {"first": str(first_dir), "second": str(second_dir), "held": held,
+    write_json(out_json, {"kind": kind, "first": str(first_dir), "second": str(second_dir), "held": held,
                           "verdicts": len(rows), "families": result})
     return {"held": held, "verdicts": len(rows)}

@@ -247,13 +247,15 @@ class Pipeline:
             inputs["noise"] = paths.family_report.of(w.preset, "table1", "json")
         return inputs
 
-    def rerun_of(self, w) -> str:
-        return self.config(w.preset).workflow.rerun_of
+    def compared_preset(self, w) -> str:
+        """The preset a 'stability' (rerun_of) or 'datasets' (compare_to) report sets this one beside."""
+        wf = self.config(w.preset).workflow
+        return wf.rerun_of if w.name == "stability" else wf.compare_to
 
-    def stability_inputs(self, w) -> dict[str, list[Path]]:
-        """Each family's verdicts in the original preset and in this rerun of it."""
+    def agreement_inputs(self, w) -> dict[str, list[Path]]:
+        """Each family's verdicts in the compared preset and in this one."""
         families = list(self.config(w.preset).workflow.families())
-        return {"first": [paths.family_report.of(self.rerun_of(w), f, "json") for f in families],
+        return {"first": [paths.family_report.of(self.compared_preset(w), f, "json") for f in families],
                 "second": [paths.family_report.of(w.preset, f, "json") for f in families]}
 
     def bench_latents(self, w) -> Path:

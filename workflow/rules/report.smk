@@ -76,23 +76,27 @@ rule index:
         "python -m heptapod index --params $HEPTAPOD_PARAMS --report {input} --out {output} 2>&1 | tee {log}"
 
 
-rule stability_report:
-    """Which verdicts of the preset named by workflow.rerun_of hold in this rerun of it."""
+rule agreement_report:
+    """Which verdicts of another preset hold in this one: its rerun (stability: workflow.rerun_of)
+    or the same study on another data set (datasets: workflow.compare_to)."""
     input:
-        unpack(P.stability_inputs),
+        unpack(P.agreement_inputs),
     output:
-        md=paths.report_file.partial(name="stability.md"),
-        json=paths.report_file.partial(name="stability.json"),
+        md=paths.report_file.partial(name="{name}.md"),
+        json=paths.report_file.partial(name="{name}.json"),
+    wildcard_constraints:
+        name="stability|datasets",
     params:
-        first=lambda w: paths.report_dir.of(P.rerun_of(w)),
+        first=lambda w: paths.report_dir.of(P.compared_preset(w)),
         second=lambda w: paths.report_dir.of(w.preset),
+        kind=lambda w: "rerun" if w.name == "stability" else "dataset",
     threads: 1
     resources:
         **P.resources("report"),
     log:
-        paths.log("report", "{preset}-stability"),
+        paths.log("report", "{preset}-{name}"),
     conda:
         "../../environment.yml"
     shell:
-        "python -m heptapod stability --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        "python -m heptapod stability --params $HEPTAPOD_PARAMS --preset {wildcards.preset} --kind {params.kind}"
         " --first {params.first} --second {params.second} --out {output.md} 2>&1 | tee {log}"

@@ -32,6 +32,12 @@ rule stability:
         paths.report_file.of(PRESET, "stability.md") if P.config(PRESET).workflow.rerun_of else [],
 
 
+rule datasets:
+    """The same study on another data set (workflow.compare_to): which verdicts hold on both."""
+    input:
+        paths.report_file.of(PRESET, "datasets.md") if P.config(PRESET).workflow.compare_to else [],
+
+
 rule analysis:
     """Attention distance, token similarity maps and a linear probe (results/report/<preset>/analysis/)."""
     input:
