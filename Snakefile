@@ -5,6 +5,7 @@
 # On a SLURM cluster:  snakemake --workflow-profile workflow/profiles/slurm ablations --config preset=...
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -13,13 +14,21 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# `snakemake --report report.html`: one self-contained HTML file with every figure and caption
+report: "workflow/report/workflow.rst"
+
+
 from heptapod import paths
 from heptapod.config import FAMILIES
 from heptapod.workflow import Pipeline
 
 # Everything the rules ask of the configuration, answered from what Snakemake resolved
 # (params.yaml, --configfile, --config) for each job's own preset.
-P = Pipeline(config, workflow.cores)
+try:
+    CORES = workflow.cores
+except WorkflowError:  # no --cores (`--report`): nothing runs, threads are not capped
+    CORES = None
+P = Pipeline(config, CORES)
 PRESET = config["preset"]
 # Jobs load that same resolved configuration ($HEPTAPOD_PARAMS), run by this interpreter.
 P.export_to_jobs()

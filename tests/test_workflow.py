@@ -2,12 +2,14 @@
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, copy_workflow
@@ -155,6 +157,32 @@ def test_dvc_repro_publishes_every_table_and_plot(project):
     assert "cdn" not in html.lower() or "vega" not in html.lower()  # image plots need no Vega from a CDN
     again = snakemake(project, "ablations", "--config", "preset=smoke")
     assert "Nothing to be done" in again.stdout + again.stderr  # DVC's runs left Snakemake's cache whole
+
+
+def test_html_report_opens_in_a_browser(project, tmp_path):
+    """`snakemake --report` writes one self-contained HTML file: a real headless browser shows
+    every figure of the study and of the analyses through the report's own viewer, each
+    decoded at its file's size, and fetches nothing."""
+    from PIL import Image
+
+    from browser import open_report
+
+    snakemake(project, "ablations", "analysis", "--config", "preset=smoke")
+    report = project / "results/report.html"
+    snakemake(project, "--report", str(report), "ablations", "analysis", "--config", "preset=smoke")
+    assert not re.search(r'(src|href)="https?://', report.read_text())
+    seen = open_report(report, tmp_path / "report.png")
+    assert seen["error"] is None and seen["resources"] == []  # nothing fetched, not even a file
+    figures = [f"results/report/smoke/{f}.png" for f in ("table1", "table2", "table4", "fig6", "fig7", "fig8",
+                                                         "training_curves", "samples")]
+    figures += [f"results/report/smoke/analysis/{a}.png" for a in ("attention", "similarity", "probe")]
+    assert sorted(i["path"] for i in seen["images"]) == sorted(figures)
+    for image in seen["images"]:
+        with Image.open(project / image["path"]) as im:
+            assert image["shown"] and (image["width"], image["height"]) == im.size, image
+    with Image.open(tmp_path / "report.png") as shot:  # the page as a person sees it: a figure shown
+        pixels = np.asarray(shot.convert("L"))
+    assert shot.size == (1400, 1000) and (pixels[:, 300:] < 128).mean() > 0.001
 
 
 def dry_run_after_edit(project, old: str, new: str) -> str:

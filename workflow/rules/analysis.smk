@@ -8,7 +8,8 @@ rule analysis_job:
     output:
         md=paths.analysis.partial(ext="md"),
         json=paths.analysis.partial(ext="json"),
-        png=paths.analysis.partial(ext="png"),
+        png=report(paths.analysis.partial(ext="png"), caption="../report/analysis.rst",
+                   category="Inside the model", labels={"preset": "{preset}", "figure": "{name}"}),
     wildcard_constraints:
         name="|".join(Pipeline.ANALYSES),
     params:

@@ -6,7 +6,8 @@ rule report_family:
         md=paths.family_report.partial(ext="md"),
         csv=paths.family_report.partial(ext="csv"),
         json=paths.family_report.partial(ext="json"),
-        png=paths.family_report.partial(ext="png"),
+        png=report(paths.family_report.partial(ext="png"), caption="../report/family.rst",
+                   category="Paper tables and figures", labels={"preset": "{preset}", "figure": "{family}"}),
     wildcard_constraints:
         family="|".join(FAMILIES),
     params:
@@ -37,8 +38,10 @@ rule report:
         readme=paths.report_file.partial(name="README.md"),
         csv=paths.report_file.partial(name="runs.csv"),
         json=paths.report_file.partial(name="metrics.json"),
-        curves=paths.report_file.partial(name="training_curves.png"),
-        samples=paths.report_file.partial(name="samples.png"),
+        curves=report(paths.report_file.partial(name="training_curves.png"), caption="../report/training.rst",
+                      category="Runs", labels={"preset": "{preset}", "figure": "training curves"}),
+        samples=report(paths.report_file.partial(name="samples.png"), caption="../report/samples.rst",
+                       category="Runs", labels={"preset": "{preset}", "figure": "samples"}),
     params:
         cfg=P.fingerprint("workflow", "data"),
         runs=P.report_runs,
