@@ -91,12 +91,15 @@ def write_attention(cfg: Config, preset: str, models: dict[str, Path], latents: 
         mine = [x for r, x in runs.items() if split_run(r)[0] == v]
         ys = np.mean([m["backbone"] + m["head"] for m in mine], axis=0)
         line, = ax.plot(range(1, len(ys) + 1), ys, marker="o", label=v)
-        ax.axhline(np.mean([m["uniform_causal"] for m in mine]), ls="--", lw=0.8, color=line.get_color())
-        depth = len(mine[0]["backbone"])
+        depth, causal = len(mine[0]["backbone"]), np.mean([m["uniform_causal"] for m in mine])
+        # uniform attention: over the causal keys, and over every slot in a bidirectional head
+        head_uniform = causal if mine[0]["head_kind"] == "1d" else mine[0]["uniform_head"]
+        ax.hlines(causal, 0.5, depth + 0.5, ls="--", lw=0.8, color=line.get_color())
+        ax.hlines(head_uniform, depth + 0.5, len(ys) + 0.5, ls=":", lw=0.8, color=line.get_color())
         ax.axvline(depth + 0.5, color="grey", lw=0.5)
     ax.set_xlabel("layer (backbone, then head; grey line: where the head starts)")
     ax.set_ylabel("mean attended distance (grid cells)")
-    ax.set_title("Attention distance (dashed: uniform over the causal keys)")
+    ax.set_title("Attention distance (dashed/dotted: uniform attention over the same keys)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save(fig, out_dir / "attention.png")
