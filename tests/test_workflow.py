@@ -285,6 +285,8 @@ def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_pat
         "stability": ["--first", r.format("report"), "--second", r.format("report"), "--out", out + ".md"],
         "publish": ["--src", r.format("report"), "--out-dir", out],
         "bench": ["--latents", lat + "train.h5", "--out", out + ".json"],
+        "analyze": ["--name", "attention", "--runs", "2d-random", "--models", run + "/model.pt", "--latents",
+                    lat + "test.h5", "--out-dir", out],
         "schema": [], "params": [], "model-params": [],
     }
     commands = build_parser()._subparsers._group_actions[0].choices
