@@ -26,6 +26,7 @@ from heptapod.config import Config, split_run  # noqa: E402
 from heptapod.data.images import load_images  # noqa: E402
 from heptapod.provenance import provenance  # noqa: E402
 from heptapod.report.plots import save  # noqa: E402
+from heptapod.report.tables import fmt, pm  # noqa: E402
 from heptapod.train import load_generator  # noqa: E402
 from heptapod.utils.io import write_json, write_text  # noqa: E402
 from heptapod.utils.training import progress  # noqa: E402
@@ -45,12 +46,9 @@ def _pairs(heads: dict[str, str]) -> list[tuple[str, str]]:
     return [(a, b) for a in two for b in heads if heads[b] == "1d"]
 
 
-def _fmt(x) -> str:
-    return "–" if x is None else f"{x:.4g}"
-
-
 def _pm(s: dict) -> str:
-    return _fmt(s["mean"]) + ("" if s["sd"] is None else f" ± {s['sd']:.2g}")
+    """A variant's mean ± SD over seeds (the mean alone for one seed)."""
+    return pm(s["mean"], float("nan") if s["sd"] is None else s["sd"])
 
 
 def _write(out_dir: Path, name: str, text: str, result: dict, cfg: Config, preset: str) -> dict:
@@ -178,7 +176,7 @@ def write_probe(cfg: Config, preset: str, models: dict[str, Path], train_latents
         seed_sd, judged = judge_pairs(acc, _pairs(heads), "probe_accuracy", se)
         result[feat] = {"variants": by_variant(acc), "seed_sd": seed_sd, "accuracy_se": se, "verdicts": judged}
         fig_data[feat] = result[feat]["variants"]
-        lines += [f"**{name}** (seed SD {_fmt(seed_sd)}, test-accuracy SE {se:.3g}):",
+        lines += [f"**{name}** (seed SD {fmt(seed_sd)}, test-accuracy SE {se:.3g}):",
                   *verdict_lines(judged, "test accuracy"), ""]
     lines += ["| variant | seeds | mean-pooled | last state |", "|---|---|---|---|"]
     for v, s in fig_data["mean"].items():

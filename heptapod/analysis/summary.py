@@ -7,6 +7,7 @@ import numpy as np
 
 from heptapod import verdicts
 from heptapod.config import split_run
+from heptapod.report.tables import fmt
 
 
 def _groups(values: dict[str, float]) -> dict[str, list[float]]:
@@ -42,6 +43,5 @@ def judge_pairs(values: dict[str, float], pairs: list[tuple[str, str]], metric: 
 
 def verdict_lines(judged: list[dict], what: str) -> list[str]:
     """One markdown line per judged pair."""
-    fmt = lambda x: "–" if x is None else f"{x:.4g}"  # noqa: E731
     return [f"- {what}: {j['better']} {fmt(j['values'][0])} vs {j['worse']} {fmt(j['values'][1])} "
             f"(threshold {fmt(j['threshold'])}): **{j['verdict']}**" for j in judged]
