@@ -6,7 +6,10 @@
 #   nohup bash scripts/reference_run.sh > reference.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SNAKEMAKE=(.venv/bin/snakemake --cores all)
+# A run's outputs are redone when their inputs or parameters change, not when only a rule's
+# command line does: code edits of the workflow must not throw away hours of finished training
+# (training itself refuses a checkpoint written with other parameters).
+SNAKEMAKE=(.venv/bin/snakemake --rerun-triggers mtime params input --cores all)  # --cores last: a target follows
 CONFIG=(--config preset=reference)  # last: --config takes every word after it
 # a killed run leaves Snakemake's lock behind; nothing else may be running on this folder
 "${SNAKEMAKE[@]}" --unlock "${CONFIG[@]}" >/dev/null 2>&1 || true
