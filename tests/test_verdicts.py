@@ -93,3 +93,28 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
     res = stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "d.json", "dataset")
     text = out.read_text()
     assert "**1 of 2 verdicts are the same on both.**" in text and "| family | comparison | first | second |" in text
+
+
+def test_margin_trend_says_whether_a_gap_closes_over_the_last_quarter():
+    from heptapod.report.runs import last_quarter_row
+    from heptapod.report.statements import margin_trend_line
+
+    def line(variant, start, end, seeds=3):
+        val = [{"step": 75, "val_nll_bits": start}, {"step": 100, "val_nll_bits": end}]
+        return {"variant": variant, "seeds": seeds, **last_quarter_row(val, 100)}
+
+    # the paper's better variant 'a' is behind 'b' by 0.3, then by 0.1: the gap closes
+    agg = pd.DataFrame([line("a", 3.3, 3.0), line("b", 3.0, 2.9)])
+    text = margin_trend_line(agg, [("a", "b")], move_sd=0.01)
+    assert "behind by 0.3 at step 75, behind by 0.1 at the end (narrowing, change +0.2" in text
+    assert "within 2 SE" in margin_trend_line(agg, [("a", "b")], move_sd=1.0)  # too noisy to tell
+    assert "seed noise unmeasured" in margin_trend_line(agg, [("a", "b")], move_sd=None)
+    crossed = pd.DataFrame([line("a", 3.1, 2.8), line("b", 3.0, 2.9)])
+    assert "(crossed" in margin_trend_line(crossed, [("a", "b")], move_sd=0.01)
+    widening = pd.DataFrame([line("a", 2.9, 2.5), line("b", 3.0, 2.9)])
+    assert "ahead by 0.1 at step 75, ahead by 0.4 at the end (widening" in margin_trend_line(
+        widening, [("a", "b")], move_sd=0.01)
+    # curves on different scores (NLL vs diffusion loss) are not compared
+    kl = {"variant": "c", "seeds": 1, **last_quarter_row(
+        [{"step": 75, "val_diffusion_loss": 0.5}, {"step": 100, "val_diffusion_loss": 0.4}], 100)}
+    assert margin_trend_line(pd.DataFrame([line("a", 3.3, 3.0), kl]), [("a", "c")], move_sd=0.01) is None

@@ -65,6 +65,7 @@ def run_row(run: str, files: RunFiles) -> dict:
         "nll_order_sd": _nan(lik.get("nll_bits_per_token_order_sd")),
         "dloss": _nan(lik.get("val_diffusion_loss")), "heldout_images": lik["heldout_images"],
         "val_change_last_quarter": last_quarter_change(val, ckpt["steps"]),
+        **last_quarter_row(val, ckpt["steps"]),
         "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
         "commit": metrics.get("commit", "unknown"),  # the code that evaluated this run
     }
@@ -74,14 +75,36 @@ def run_rows(files: dict[str, RunFiles]) -> pd.DataFrame:
     return pd.DataFrame([run_row(run, f) for run, f in files.items()])
 
 
+def last_quarter(val: list[dict], steps: int) -> tuple[int, float, float] | None:
+    """The step of the last validation point at or before 3/4 of training, the held-out score
+    there and the score at the end; None without both points."""
+    key = val_key(val)
+    early = [r for r in val if r["step"] <= 0.75 * steps]
+    if not early or val[-1]["step"] != steps or early[-1]["step"] == steps:
+        return None
+    return early[-1]["step"], early[-1][key], val[-1][key]
+
+
+def val_key(val: list[dict]) -> str:
+    """The held-out score a training log records: NLL, or the diffusion loss of continuous runs."""
+    return "val_nll_bits" if val and "val_nll_bits" in val[0] else "val_diffusion_loss"
+
+
 def last_quarter_change(val: list[dict], steps: int) -> float:
     """Relative change of the held-out score from the last validation point at or before 3/4 of
     training to the end (positive: still improving); NaN without two such points."""
-    key = "val_nll_bits" if val and "val_nll_bits" in val[0] else "val_diffusion_loss"
-    early = [r for r in val if r["step"] <= 0.75 * steps]
-    if not early or val[-1]["step"] != steps or early[-1]["step"] == steps:
+    points = last_quarter(val, steps)
+    if points is None:
         return float("nan")
-    return (early[-1][key] - val[-1][key]) / abs(val[-1][key])
+    _, start, end = points
+    return (start - end) / abs(end)
+
+
+def last_quarter_row(val: list[dict], steps: int) -> dict:
+    """A run's held-out score at 3/4 of training and at the end, for the margin trends."""
+    step, start, end = last_quarter(val, steps) or (-1, float("nan"), float("nan"))
+    return {"val_key": val_key(val), "val_3q_step": step, "val_3q": start, "val_end": end,
+            "val_move": end - start}
 
 
 def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
@@ -99,6 +122,8 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
             line[f"{m}_sd"] = g[m].std(ddof=1) if len(g) > 1 else float("nan")
         line["nll_se"] = float(np.sqrt((g["nll_se"] ** 2).mean() / len(g)))  # of the seed mean
         line["nll_order_sd"] = g["nll_order_sd"].mean()
+        line.update(val_key=first["val_key"], val_3q_step=int(first["val_3q_step"]),
+                    val_3q=g["val_3q"].mean(), val_end=g["val_end"].mean())
         change = g["val_change_last_quarter"].abs()
         line["val_change_last_quarter"] = change.max() if change.notna().any() else float("nan")
         out.append(line)

@@ -19,13 +19,14 @@ def family_noise(rows: pd.DataFrame, seed_rows: pd.DataFrame | None, floor: dict
     """The noise of each metric for one family: seed SD pooled over the family's own seed
     replicates (else over ``seed_rows``, Table 1's), floor SD at the runs' sample count; and
     where the seed SD came from."""
-    own = verdicts.seed_noise(rows, METRICS)
-    other = verdicts.seed_noise(seed_rows, METRICS) if seed_rows is not None else {}
+    scores = (*METRICS, "val_move")  # and how far a run's held-out score moved in its last quarter
+    own = verdicts.seed_noise(rows, scores)
+    other = verdicts.seed_noise(seed_rows, scores) if seed_rows is not None else {}
     at = (floor or {}).get("by_count", {}).get(str(samples), {})
     source = ("its own seed replicates" if own["fid"] is not None else
               "Table 1's seed replicates" if seed_rows is not None else "no seed replicates (seed noise unmeasured)")
     return {m: verdicts.Noise(own[m] if own[m] is not None else other.get(m), at.get(f"{m}_sd"))
-            for m in METRICS}, source
+            for m in scores}, source
 
 
 def judge(agg: pd.DataFrame, better: str, worse: str, metric: str, noise: dict) -> tuple[str, str]:
@@ -48,7 +49,45 @@ def judged_lines(agg: pd.DataFrame, pairs: list[tuple[str, str]], noise: dict) -
         results = [judge(agg, a, b, metric, noise) for a, b in pairs]
         out[metric] = verdicts.combine([v for v, _ in results])
         lines.append(f"By {name}: **{out[metric]}** ({'; '.join(t for _, t in results)}).")
-    return lines, out
+    trend = margin_trend_line(agg, pairs, noise["val_move"].seed_sd)
+    return lines + ([trend] if trend else []), out
+
+
+def margin_trend_line(agg: pd.DataFrame, pairs: list[tuple[str, str]], move_sd: float | None) -> str | None:
+    """How the held-out margin of each (better, worse) pair moved over the last quarter of
+    training, on the runs' validation curves (mean over seeds): whether more training could
+    still reverse a verdict. ``move_sd``: the seed SD of one run's last-quarter move, which
+    gives the change its standard error. None where no pair has both curves on the same score
+    and steps."""
+    a = agg.set_index("variant")
+    parts, keys = [], set()
+    for better, worse in pairs:
+        x, y = a.loc[better], a.loc[worse]
+        ends = [x["val_3q"], x["val_end"], y["val_3q"], y["val_end"]]
+        if x["val_key"] != y["val_key"] or x["val_3q_step"] != y["val_3q_step"] or any(map(math.isnan, ends)):
+            continue
+        keys.add(x["val_key"])
+        before, after = y["val_3q"] - x["val_3q"], y["val_end"] - x["val_end"]  # > 0: better is ahead
+        change = after - before
+        se = move_sd * math.sqrt(1 / x["seeds"] + 1 / y["seeds"]) if move_sd else float("nan")
+        trend = "crossed" if before * after < 0 else "narrowing" if abs(after) < abs(before) else "widening"
+        if math.isnan(se):
+            trend += f", change {change:+.3g}; seed noise unmeasured"
+        elif abs(change) <= 2 * se:
+            trend = f"steady: change {change:+.3g} ± {se:.2g} SE over seeds, within 2 SE"
+        else:
+            trend += f", change {change:+.3g} ± {se:.2g} SE over seeds"
+        parts.append(f"{better} vs {worse}: {_side(before)} at step {int(x['val_3q_step'])}, "
+                     f"{_side(after)} at the end ({trend})")
+    if not parts or len(keys) > 1:
+        return None
+    score = "NLL bits/token" if keys == {"val_nll_bits"} else "diffusion loss"
+    return (f"Held-out margins over the last quarter of training (validation curves, {score}, mean over "
+            f"seeds): {'; '.join(parts)}. A narrowing margin may still reverse with more training.")
+
+
+def _side(margin: float) -> str:
+    return f"{'ahead' if margin > 0 else 'behind'} by {fmt(abs(margin))}" if margin else "level"
 
 
 def order_statement(agg: pd.DataFrame, paper_cols: list[dict | None], what: str,
