@@ -118,3 +118,22 @@ def test_margin_trend_says_whether_a_gap_closes_over_the_last_quarter():
     kl = {"variant": "c", "seeds": 1, **last_quarter_row(
         [{"step": 75, "val_diffusion_loss": 0.5}, {"step": 100, "val_diffusion_loss": 0.4}], 100)}
     assert margin_trend_line(pd.DataFrame([line("a", 3.3, 3.0), kl]), [("a", "c")], move_sd=0.01) is None
+
+
+def test_density_statement_judges_the_densest_2d_run_against_the_1d_model():
+    from heptapod.report.runs import last_quarter_row
+    from heptapod.report.statements import density_statement
+
+    def line(variant, n, fid, nll, pflop, seeds=1):
+        val = [{"step": 75, "val_nll_bits": nll + 0.1}, {"step": 100, "val_nll_bits": nll}]
+        return {"variant": variant, "n": n, "fid": fid, "nll": nll, "nll_se": 0.001, "seeds": seeds,
+                "train_PFLOP": pflop, **last_quarter_row(val, 100)}
+
+    agg = pd.DataFrame([line("2d", 1, 95.0, 2.9, 1.0), line("2d-n4", 4, 89.0, 2.74, 2.5)])
+    one_d = pd.DataFrame([line("1d-random", 1, 94.0, 2.73, 1.0, seeds=3)])
+    noise = {"fid": Noise(2.0, 0.1), "nll": Noise(0.01, None), "val_move": Noise(0.005, None)}
+    text, verdict = density_statement(agg, noise, one_d)
+    assert verdict == {"fid": "agrees", "nll": "agrees", "fid_vs_1d-random": "agrees",
+                       "nll_vs_1d-random": "within noise"}  # FID gap 5 > 4; NLL gap 0.01 < 0.02
+    assert "2d-n4 spent 2.5x its training compute" in text and "3 seeds" in text
+    assert density_statement(agg, noise)[1] == {"fid": "agrees", "nll": "agrees"}  # no 1D runs

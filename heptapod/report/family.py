@@ -25,6 +25,14 @@ TITLES = {
 }
 
 
+def one_d_random(rows: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Table 1's 1D model on random orders, aggregated over its seeds (None: not among ``rows``)."""
+    if rows is None:
+        return None
+    agg = aggregate(rows)
+    return agg[(agg["head"] == "1d") & (agg["order"] == "random")]
+
+
 def write_family(params: dict, preset: str, cfg: Config, family: str, files: dict[str, RunFiles],
                  noise_files: dict[str, RunFiles], floor_path: str | Path, out_dir: str | Path) -> dict:
     """The report of ``family`` on the runs of ``files``. A family without seed replicates of its
@@ -55,7 +63,7 @@ def write_family(params: dict, preset: str, cfg: Config, family: str, files: dic
         "table4": lambda: statements.order_statement(agg, paper_cols, "Table 4", noise),
         "fig6": lambda: statements.tokens_statement(agg, first_seed, floor, noise, cfg.sample.progress_samples),
         "fig7": lambda: statements.window_statement(agg, noise),
-        "fig8": lambda: statements.density_statement(agg, noise),
+        "fig8": lambda: statements.density_statement(agg, noise, one_d_random(seed_rows)),
     }[family]()
     seeds = int(agg["seeds"].max())
     title = TITLES[family] + (f" ({seeds} seeds, mean ± SD over seeds)" if seeds > 1 else "")

@@ -100,13 +100,25 @@ def order_statement(agg: pd.DataFrame, paper_cols: list[dict | None], what: str,
     return " ".join([f"{what}: the paper's order (FID, best first) is {' < '.join(theirs)}.", *lines]), out
 
 
-def density_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
+def density_statement(agg: pd.DataFrame, noise: dict, one_d: pd.DataFrame | None = None) -> tuple[str, dict]:
+    """Fig. 8: the densest supervision against n = 1; with ``one_d`` (Table 1's 1D model on
+    random orders, aggregated over its seeds) also the densest 2D run against it: the 1D model
+    supervises every step, the paper's 2D model one prefix per sequence."""
     a = agg.sort_values("n")
     lo, hi = a.iloc[0]["variant"], a.iloc[-1]["variant"]
     lines, out = judged_lines(agg, [(hi, lo)], noise)
     by_n = "FID by n: " + ", ".join(f"n={int(n)}: {fmt(f)}" for n, f in zip(a["n"], a["fid"])) + "."
-    return " ".join([f"Fig. 8 (paper: {paper.CLAIMS['fig8']}): n = {int(a.iloc[0]['n'])} vs "
-                     f"n = {int(a.iloc[-1]['n'])}.", *lines, by_n]), out
+    parts = [f"Fig. 8 (paper: {paper.CLAIMS['fig8']}): n = {int(a.iloc[0]['n'])} vs "
+             f"n = {int(a.iloc[-1]['n'])}.", *lines, by_n]
+    if one_d is not None and not one_d.empty:
+        base = one_d.iloc[0]
+        both = pd.concat([agg, one_d.iloc[:1]], ignore_index=True)
+        versus, verdict = judged_lines(both, [(hi, base["variant"])], noise)
+        ratio = a.iloc[-1]["train_PFLOP"] / base["train_PFLOP"]
+        parts += [f"Densest 2D against Table 1's {base['variant']} (1D head, random orders, every step "
+                  f"supervised; {base['seeds']} seeds; {hi} spent {ratio:.2g}x its training compute)."] + versus
+        out.update({f"{k}_vs_{base['variant']}": v for k, v in verdict.items()})
+    return " ".join(parts), out
 
 
 def window_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
