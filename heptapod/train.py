@@ -238,6 +238,7 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
              "sequences_seen": tc.steps * tc.batch_size}
     if main:
         save_checkpoint(out_dir / "model.pt", _generator_checkpoint(model, ema, tc.steps, store, extra))
+        log.publish()
     return {"steps": tc.steps, "num_params": model.num_params(), "train_pflops": flops * tc.steps / 1e15}
 
 

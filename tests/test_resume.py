@@ -44,7 +44,7 @@ def test_resume_from_an_older_checkpoint_after_a_late_kill(tmp_path, smoke_cfg, 
     train(cfg, latent_store, run, max_steps=4)  # checkpoint at 4
     state = load_checkpoint(run / "last.pt", "train-state")
     assert state["step"] == 4
-    with (run / "log.jsonl").open("a") as f:  # steps 5 logged, then killed before its checkpoint
+    with (run / "log.running.jsonl").open("a") as f:  # step 5 logged, then killed before its checkpoint
         f.write(json.dumps({"step": 5, "loss": 123.0}) + "\n" + '{"step": 6, "lo')
     train(cfg, latent_store, run)
     a = load_checkpoint(tmp_path / "straight" / "model.pt", "generator")["state_dict"]
@@ -52,6 +52,23 @@ def test_resume_from_an_older_checkpoint_after_a_late_kill(tmp_path, smoke_cfg, 
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resumed_run_keeps_its_log_when_its_outputs_were_removed(tmp_path, smoke_cfg, latent_store):
+    """Snakemake and DVC delete a job's outputs (model.pt, log.jsonl) before they rerun it: the
+    resumed run's log still starts at step 1, and its wall time counts the earlier session."""
+    cfg = cfg_for(smoke_cfg)
+    run = tmp_path / "run"
+    train(cfg, latent_store, run, max_steps=4)
+    assert not (run / "log.jsonl").exists()  # published only when the run ends
+    elapsed = json.loads((run / "log.running.jsonl").read_text().splitlines()[-1])["elapsed_s"]
+    train(cfg, latent_store, run)
+    (run / "model.pt").unlink()
+    (run / "log.jsonl").unlink()
+    train(cfg, latent_store, run)  # the orchestrator reruns the finished job: nothing is lost
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert log[-1]["elapsed_s"] > elapsed
 
 
 def test_changed_params_refuse_stale_state(tmp_path, smoke_cfg, latent_store):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -75,14 +76,19 @@ class Resumable:
 
 
 class MetricsLog:
-    """JSON-lines metrics log; on resume, lines past the resumed step are dropped."""
+    """JSON-lines metrics log. While the run trains it grows in ``<name>.running.jsonl``, which
+    is not an output of the training job: Snakemake and DVC remove a job's outputs before they
+    rerun it, and a resumed run must keep its history. ``publish`` writes the whole log to
+    ``path`` when the run ends. On resume, lines past the resumed step are dropped."""
 
     def __init__(self, path: str | Path, resume_step: int):
         self.path = Path(path)
+        self.running = self.path.with_name(f"{self.path.stem}.running{self.path.suffix}")
         self.elapsed0 = 0.0  # wall seconds of earlier sessions of this run
         lines = []
-        if resume_step > 0 and self.path.exists():
-            for line in self.path.read_text().splitlines():
+        source = self.running if self.running.exists() else self.path  # the latter: older runs
+        if resume_step > 0 and source.exists():
+            for line in source.read_text().splitlines():
                 try:
                     record = json.loads(line)
                     if record["step"] <= resume_step:
@@ -90,12 +96,17 @@ class MetricsLog:
                         self.elapsed0 = record.get("elapsed_s", self.elapsed0)
                 except (json.JSONDecodeError, KeyError):
                     break  # a torn last line of a killed run
-        with atomic_path(self.path) as tmp:
+        with atomic_path(self.running) as tmp:
             tmp.write_text("".join(line + "\n" for line in lines))
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as f:
+        with self.running.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def publish(self) -> None:
+        """The finished run's log at ``path``, written atomically."""
+        with atomic_path(self.path) as tmp:
+            shutil.copyfile(self.running, tmp)
 
 
 def read_log(path: str | Path) -> list[dict]:
