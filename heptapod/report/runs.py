@@ -64,7 +64,6 @@ def run_row(run: str, files: RunFiles) -> dict:
         "nll": _nan(lik.get("nll_bits_per_token")), "nll_se": _nan(lik.get("nll_bits_per_token_se")),
         "nll_order_sd": _nan(lik.get("nll_bits_per_token_order_sd")),
         "dloss": _nan(lik.get("val_diffusion_loss")), "heldout_images": lik["heldout_images"],
-        "val_change_last_quarter": last_quarter_change(val, ckpt["steps"]),
         **last_quarter_row(val, ckpt["steps"]),
         "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
         "commit": metrics.get("commit", "unknown"),  # the code that evaluated this run
@@ -93,18 +92,16 @@ def val_key(val: list[dict]) -> str:
 def last_quarter_change(val: list[dict], steps: int) -> float:
     """Relative change of the held-out score from the last validation point at or before 3/4 of
     training to the end (positive: still improving); NaN without two such points."""
-    points = last_quarter(val, steps)
-    if points is None:
-        return float("nan")
-    _, start, end = points
-    return (start - end) / abs(end)
+    return last_quarter_row(val, steps)["val_change_last_quarter"]
 
 
 def last_quarter_row(val: list[dict], steps: int) -> dict:
-    """A run's held-out score at 3/4 of training and at the end, for the margin trends."""
+    """A run's held-out score at 3/4 of training and at the end (NaN without both points), how
+    far it moved, and its relative change: where the run stands on the stopping rule, and what
+    the margin trends read."""
     step, start, end = last_quarter(val, steps) or (-1, float("nan"), float("nan"))
-    return {"val_key": val_key(val), "val_3q_step": step, "val_3q": start, "val_end": end,
-            "val_move": end - start}
+    return {"val_change_last_quarter": (start - end) / abs(end), "val_key": val_key(val),
+            "val_3q_step": step, "val_3q": start, "val_end": end, "val_move": end - start}
 
 
 def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
