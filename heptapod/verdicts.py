@@ -7,8 +7,10 @@ Two noise sources are measured by the pipeline itself:
   runs' sample count (the noise floor), i.e. what two perfect generators would differ by.
 
 Rule: a difference between two variants' means counts when it exceeds twice the larger of the
-two (for NLL, which has no floor, twice the larger of the seed SD and the combined standard
-errors over images). Anything smaller is reported as **within noise**.
+two (for NLL, which has no floor, twice the larger of the seed SD and the standard error of the
+difference over held-out images). Every run is scored on the same images (and random-order runs
+on the same orders), so that standard error is paired: taken over the per-image differences,
+where how hard an image is cancels out. Anything smaller is reported as **within noise**.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ LOWER_IS_BETTER = {"fid": True, "kid": True, "nll": True, "is": False, "dloss": 
 RULE_TEXT = ("A difference between two variants counts as real when it exceeds 2 x max(seed SD, "
              "floor SD): the seed SD pooled over the variants trained with several seeds, the floor SD "
              "the spread of the metric between draws of real images at the same sample count (for "
-             "NLL: 2 x max(seed SD, combined standard error over held-out images)). Smaller "
-             "differences are **within noise**.")
+             "NLL: 2 x max(seed SD, standard error of the difference over held-out images, paired image by "
+             "image since every run is scored on the same images and orders)). Smaller differences are "
+             "**within noise**.")
 
 
 def pooled_sd(values_by_variant: list[np.ndarray]) -> float | None:
@@ -36,6 +39,15 @@ def pooled_sd(values_by_variant: list[np.ndarray]) -> float | None:
     if dof == 0:
         return None
     return math.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups if len(g) > 1) / dof)
+
+
+def paired_se(a, b) -> float | None:
+    """Standard error of the mean per-image difference of two runs' held-out scores on the same
+    images; None unless both are arrays of the same length (>= 2)."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.shape != b.shape or a.size < 2:
+        return None
+    d = a - b
+    return float(d.std(ddof=1) / math.sqrt(d.size))
 
 
 def seed_noise(rows: pd.DataFrame, metrics: tuple[str, ...]) -> dict[str, float | None]:

@@ -101,6 +101,8 @@ def test_heldout_scores_and_summary(tmp_path):
     assert len(res["nll_bits_per_token_by_order"]) == 3
     assert res["nll_bits_per_token_order_sd"] > 0  # a random-order model depends on the order
     assert 0 < res["nll_bits_per_token"] < 10 and res["nll_bits_per_token_se"] > 0
+    per_image = res["nll_bits_per_token_per_image"]  # kept for paired comparisons between runs
+    assert len(per_image) == 24 and np.mean(per_image) == pytest.approx(res["nll_bits_per_token"], abs=1e-6)
     # the score does not depend on the batch size, and raster models have a single order
     again = heldout_likelihood(random_model, store_path, images=24, orders=3, batch_size=24)
     assert again["nll_bits_per_token"] == pytest.approx(res["nll_bits_per_token"], rel=1e-9)

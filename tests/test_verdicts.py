@@ -137,3 +137,33 @@ def test_density_statement_judges_the_densest_2d_run_against_the_1d_model():
                        "nll_vs_1d-random": "within noise"}  # FID gap 5 > 4; NLL gap 0.01 < 0.02
     assert "2d-n4 spent 2.5x its training compute" in text and "3 seeds" in text
     assert density_statement(agg, noise)[1] == {"fid": "agrees", "nll": "agrees"}  # no 1D runs
+
+
+def test_nll_verdicts_pair_the_runs_image_by_image():
+    """Images differ far more in difficulty than two runs do: paired over images, a consistent
+    gap is real; from the two runs' own standard errors alone it would be within noise."""
+    from heptapod.report.statements import judge
+    from heptapod.verdicts import paired_se
+
+    hardness = np.random.default_rng(0).normal(2.8, 0.8, 400)  # per-image NLL spread like the reference's
+    jitter = np.random.default_rng(1).normal(0.0, 0.02, (3, 400))
+
+    def run(variant, seed, gap, paired=True):
+        per_image = hardness + gap + jitter[seed]
+        return {"variant": variant, "nll": per_image.mean(), "nll_se": per_image.std(ddof=1) / 20,
+                "nll_per_image": per_image if paired else None}
+
+    assert paired_se(hardness, hardness + 0.05) == pytest.approx(0.0, abs=1e-12)
+    assert paired_se(hardness, hardness[:10]) is None and paired_se(hardness, None) is None
+    noise = {"nll": Noise(0.005, None)}
+    for paired, expected in ((True, "agrees"), (False, "within noise")):
+        rows = pd.DataFrame([run("a", 0, 0.0, paired), run("a", 1, 0.0, paired), run("b", 2, 0.05, paired)])
+        agg = rows.groupby("variant", sort=False).agg(nll=("nll", "mean"), nll_se=("nll_se", "mean")).reset_index()
+        agg["nll_per_image"] = [aggregate_per_image(rows, v) for v in agg["variant"]]
+        verdict, text = judge(agg, "a", "b", "nll", noise)
+        assert verdict == expected, text
+
+
+def aggregate_per_image(rows: pd.DataFrame, variant: str):
+    from heptapod.report.runs import seed_mean_per_image
+    return seed_mean_per_image(rows.loc[rows["variant"] == variant, "nll_per_image"])

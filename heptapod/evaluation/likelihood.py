@@ -5,7 +5,9 @@ under its own generation order, so its test negative log-likelihood in bits per 
 comparable across heads. A random-order model's NLL depends on the order: it is averaged
 over ``orders`` orders per image, and the spread over orders is reported beside it (how much
 the order matters is itself a finding). Orders come from a fixed seed, so every random-order
-model is scored on the same orders (a paired comparison). Continuous (KL + DiffLoss) runs have
+model is scored on the same orders. Every run is scored on the same images, so the per-image
+scores it writes let a report compare two runs image by image (a paired comparison: how hard an
+image is cancels out of the difference). Continuous (KL + DiffLoss) runs have
 no likelihood here: they get their validation noise-prediction loss, in its own column.
 
 The held-out set is the first ``images`` rows of the test latent store, unflipped (the store's
@@ -62,8 +64,9 @@ def heldout_scores(model: Heptapod, store: LatentStore, images: int | None, orde
 
 
 def summarize(scores: np.ndarray, continuous: bool) -> dict:
-    """Mean over images (of each image's mean over orders), its standard error over images, and
-    the spread over orders (root mean of each image's variance over orders; null for one order)."""
+    """Mean over images (of each image's mean over orders), its standard error over images, the
+    spread over orders (root mean of each image's variance over orders; null for one order), and
+    each image's mean over orders (for paired comparisons between runs)."""
     key = CONTINUOUS_KEY if continuous else DISCRETE_KEY
     per_image = scores.mean(axis=1)
     m, k = scores.shape
@@ -72,6 +75,7 @@ def summarize(scores: np.ndarray, continuous: bool) -> dict:
         f"{key}_se": float(per_image.std(ddof=1) / math.sqrt(m)) if m > 1 else None,
         f"{key}_order_sd": float(np.sqrt(scores.var(axis=1, ddof=1).mean())) if k > 1 else None,
         f"{key}_by_order": [float(x) for x in scores.mean(axis=0)],
+        f"{key}_per_image": [round(float(x), 6) for x in per_image],
         "heldout_images": m, "heldout_orders": k,
     }
 

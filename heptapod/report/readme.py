@@ -11,7 +11,7 @@ from heptapod import paper
 from heptapod.config import Config
 from heptapod.provenance import provenance
 from heptapod.report.plots import plot_samples, plot_training
-from heptapod.report.runs import RunFiles, run_rows
+from heptapod.report.runs import PER_IMAGE, RunFiles, run_rows
 from heptapod.report.statements import convergence_line, noise_section
 from heptapod.report.tables import num, tokenizer_table
 from heptapod.utils.io import atomic_path, read_json, write_json, write_text
@@ -36,7 +36,7 @@ def write_report(preset: str, cfg: Config, files: dict[str, RunFiles], families:
             tmp.write_bytes(Path(recon).read_bytes())
     clf = read_json(classifier_metrics) if classifier_metrics else None
     with atomic_path(out_dir / "runs.csv") as tmp:
-        rows.to_csv(tmp, index=False)
+        rows.drop(columns=PER_IMAGE).to_csv(tmp, index=False)
     fam = [read_json(f) for f in families]
     prov = provenance(preset, cfg.data.dataset, feature_extractor=extractor,
                       classifier_test_accuracy=clf["test_accuracy"] if clf else None)

@@ -14,6 +14,7 @@ from heptapod.utils.io import load_checkpoint, read_json
 from heptapod.utils.training import read_log
 
 METRICS = ("fid", "is", "kid", "nll", "dloss")
+PER_IMAGE = "nll_per_image"  # each held-out image's NLL, for paired comparisons (not a table column)
 MOVING = 0.01  # a run whose validation score moved more than this over its last quarter is still training
 
 
@@ -64,6 +65,8 @@ def run_row(run: str, files: RunFiles) -> dict:
         "nll": _nan(lik.get("nll_bits_per_token")), "nll_se": _nan(lik.get("nll_bits_per_token_se")),
         "nll_order_sd": _nan(lik.get("nll_bits_per_token_order_sd")),
         "dloss": _nan(lik.get("val_diffusion_loss")), "heldout_images": lik["heldout_images"],
+        PER_IMAGE: np.asarray(lik["nll_bits_per_token_per_image"], dtype=np.float64)
+        if "nll_bits_per_token_per_image" in lik else None,
         **last_quarter_row(val, ckpt["steps"]),
         "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
         "commit": metrics.get("commit", "unknown"),  # the code that evaluated this run
@@ -119,12 +122,22 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
             line[f"{m}_sd"] = g[m].std(ddof=1) if len(g) > 1 else float("nan")
         line["nll_se"] = float(np.sqrt((g["nll_se"] ** 2).mean() / len(g)))  # of the seed mean
         line["nll_order_sd"] = g["nll_order_sd"].mean()
+        line[PER_IMAGE] = seed_mean_per_image(g.get(PER_IMAGE))
         line.update(val_key=first["val_key"], val_3q_step=int(first["val_3q_step"]),
                     val_3q=g["val_3q"].mean(), val_end=g["val_end"].mean())
         change = g["val_change_last_quarter"].abs()
         line["val_change_last_quarter"] = change.max() if change.notna().any() else float("nan")
         out.append(line)
     return pd.DataFrame(out)
+
+
+def seed_mean_per_image(per_run) -> np.ndarray | None:
+    """Each image's score averaged over a variant's seeds; None unless every seed has one per
+    image on the same images."""
+    arrays = [] if per_run is None else list(per_run)
+    if not arrays or not all(isinstance(x, np.ndarray) for x in arrays) or len({x.shape for x in arrays}) > 1:
+        return None
+    return np.mean(arrays, axis=0)
 
 
 def paper_rows(family: str, preset: str, agg: pd.DataFrame) -> list[dict | None]:

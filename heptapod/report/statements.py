@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from heptapod import paper, verdicts
-from heptapod.report.runs import METRICS, MOVING
+from heptapod.report.runs import METRICS, MOVING, PER_IMAGE
 from heptapod.report.tables import fmt, pm
 from heptapod.utils.io import read_json
 
@@ -32,7 +32,11 @@ def family_noise(rows: pd.DataFrame, seed_rows: pd.DataFrame | None, floor: dict
 def judge(agg: pd.DataFrame, better: str, worse: str, metric: str, noise: dict) -> tuple[str, str]:
     """Verdict of 'better beats worse' on one metric, and a short account of the numbers."""
     a, b = (agg.set_index("variant").loc[v] for v in (better, worse))
-    extra = math.sqrt(a["nll_se"] ** 2 + b["nll_se"] ** 2) if metric == "nll" else 0.0
+    extra = 0.0
+    if metric == "nll":  # paired over images where both runs kept their per-image scores
+        extra = verdicts.paired_se(a.get(PER_IMAGE), b.get(PER_IMAGE))
+        if extra is None:
+            extra = math.sqrt(a["nll_se"] ** 2 + b["nll_se"] ** 2)
     thr = noise[metric].threshold(extra if extra == extra else 0.0)
     verdict = verdicts.compare(a[metric], b[metric], metric, thr)
     return verdict, f"{better} {fmt(a[metric])} vs {worse} {fmt(b[metric])} (threshold {fmt(thr)}): {verdict}"
