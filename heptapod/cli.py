@@ -461,8 +461,10 @@ def main(argv: list[str] | None = None) -> int:
         with gpu_slot_from_env(getattr(args, "nproc", 1)) if takes_gpus else contextlib.nullcontext():
             result = args.func(args, cfg)
         if result:
+            brief = ({k: v for k, v in result.items() if not (isinstance(v, list) and len(v) > 16)}
+                     if isinstance(result, dict) else result)  # per-image lists stay in the output file
             log.info("%s done in %.1f s: %s", args.command, time.perf_counter() - t0,
-                     json.dumps(result, default=str))
+                     json.dumps(brief, default=str))
         return 0
     except (ConfigError, CheckpointError, StoreError, FileNotFoundError, ValueError,
             FloatingPointError, LaunchError, TimeoutError) as exc:
