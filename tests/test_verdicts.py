@@ -162,6 +162,7 @@ def test_nll_verdicts_pair_the_runs_image_by_image():
         agg["nll_per_image"] = [aggregate_per_image(rows, v) for v in agg["variant"]]
         verdict, text = judge(agg, "a", "b", "nll", noise)
         assert verdict == expected, text
+        assert ("paired SE over images" in text) == paired  # the report says which SE it used
 
 
 def aggregate_per_image(rows: pd.DataFrame, variant: str):

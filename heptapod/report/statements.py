@@ -32,14 +32,16 @@ def family_noise(rows: pd.DataFrame, seed_rows: pd.DataFrame | None, floor: dict
 def judge(agg: pd.DataFrame, better: str, worse: str, metric: str, noise: dict) -> tuple[str, str]:
     """Verdict of 'better beats worse' on one metric, and a short account of the numbers."""
     a, b = (agg.set_index("variant").loc[v] for v in (better, worse))
-    extra = 0.0
+    extra, se_text = 0.0, ""
     if metric == "nll":  # paired over images where both runs kept their per-image scores
         extra = verdicts.paired_se(a.get(PER_IMAGE), b.get(PER_IMAGE))
+        se_text = "" if extra is None else f", paired SE over images {fmt(extra)}"
         if extra is None:
             extra = math.sqrt(a["nll_se"] ** 2 + b["nll_se"] ** 2)
     thr = noise[metric].threshold(extra if extra == extra else 0.0)
     verdict = verdicts.compare(a[metric], b[metric], metric, thr)
-    return verdict, f"{better} {fmt(a[metric])} vs {worse} {fmt(b[metric])} (threshold {fmt(thr)}): {verdict}"
+    return verdict, (f"{better} {fmt(a[metric])} vs {worse} {fmt(b[metric])} (threshold {fmt(thr)}{se_text}): "
+                     f"{verdict}")
 
 
 def judged_lines(agg: pd.DataFrame, pairs: list[tuple[str, str]], noise: dict) -> tuple[list[str], dict]:
