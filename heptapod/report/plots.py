@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -70,6 +71,7 @@ def plot_progress(rows: pd.DataFrame, files: dict[str, RunFiles], title: str, ex
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
+    axes[0].xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 50k, not 50000 (labels overlap)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     save(fig, out)
