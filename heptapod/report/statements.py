@@ -33,11 +33,12 @@ def judge(agg: pd.DataFrame, better: str, worse: str, metric: str, noise: dict) 
     """Verdict of 'better beats worse' on one metric, and a short account of the numbers."""
     a, b = (agg.set_index("variant").loc[v] for v in (better, worse))
     extra, se_text = 0.0, ""
-    if metric == "nll":  # paired over images where both runs kept their per-image scores
-        extra = verdicts.paired_se(a.get(PER_IMAGE), b.get(PER_IMAGE))
-        se_text = "" if extra is None else f", paired SE over images {fmt(extra)}"
-        if extra is None:
+    if metric == "nll":
+        paired = verdicts.paired_se(a.get(PER_IMAGE), b.get(PER_IMAGE))
+        if paired is None:  # files without per-image scores: the two runs' SEs, as if independent
             extra = math.sqrt(a["nll_se"] ** 2 + b["nll_se"] ** 2)
+        else:
+            extra, se_text = paired, f", paired SE over images {fmt(paired)}"
     thr = noise[metric].threshold(extra if extra == extra else 0.0)
     verdict = verdicts.compare(a[metric], b[metric], metric, thr)
     return verdict, (f"{better} {fmt(a[metric])} vs {worse} {fmt(b[metric])} (threshold {fmt(thr)}{se_text}): "
