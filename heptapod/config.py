@@ -219,6 +219,8 @@ class WorkflowConfig:
                                 "counts); the 'stability' target compares their verdicts (null: none).")
     compare_to: str | None = _doc("Preset of the same study on another data set; the 'datasets' target "
                                   "says which verdicts hold on both (null: none).")
+    longer_of: str | None = _doc("Preset whose runs this one trains again with a longer schedule; the "
+                                 "'convergence' target says how far each run and each verdict moved (null: none).")
 
     def family_runs(self, family: str) -> list[str]:
         """Runs of one family (a key of FAMILIES); Table 1 variants once per seed."""
