@@ -168,12 +168,13 @@ def cmd_reference_stats(args, cfg) -> dict:
     return reference_stats_stage(cfg, args.images, args.classifier, args.out)
 
 
-def _run_files(args, runs: list[str]) -> dict:
-    """The per-run file lists of a report command, aligned with ``runs``."""
+def _run_files(args, runs: list[str], prefix: str = "") -> dict:
+    """The per-run file lists of a report command, aligned with ``runs`` (from the flags
+    ``--<prefix>metrics`` ...)."""
     from heptapod.report.runs import run_files
 
-    return run_files(runs, metrics=args.metrics, likelihood=args.likelihood, model=args.models, log=args.logs,
-                     grid=getattr(args, "grids", None))
+    lists = {"metrics": "metrics", "likelihood": "likelihood", "model": "models", "log": "logs", "grid": "grids"}
+    return run_files(runs, **{k: getattr(args, f"{prefix}{flag}", None) for k, flag in lists.items()})
 
 
 def cmd_report_family(args, cfg) -> dict:
@@ -218,6 +219,19 @@ def cmd_stability(args, cfg) -> dict:
     families = list(cfg.workflow.families())
     return stability_report(args.first, args.second, families, args.out, Path(args.out).with_suffix(".json"),
                             args.kind)
+
+
+def cmd_convergence(args, cfg) -> dict:
+    from heptapod.convergence import convergence_report
+
+    shorter = cfg.workflow.longer_of
+    if not shorter:
+        raise ConfigError(f"preset '{args.preset}' sets no workflow.longer_of: nothing to compare with")
+    longer_files = _run_files(args, args.runs)
+    shorter_files = _run_files(args, args.shorter_runs, prefix="shorter_")
+    return convergence_report(shorter_files, longer_files, args.shorter_floor, cfg.sample.num_samples,
+                              (args.shorter_latents, args.latents), (shorter, args.preset), args.out,
+                              Path(args.out).with_suffix(".json"), cfg.data.dataset)
 
 
 def cmd_analyze(args, cfg) -> dict:
@@ -285,11 +299,11 @@ def _reference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", default=None, help="dataset classifier (not with Inception weights)")
 
 
-def _run_file_args(p: argparse.ArgumentParser, order: str) -> None:
-    """The files of each run a report reads, in the order of ``order``."""
-    for flag, what in (("--metrics", "FID/IS/KID"), ("--likelihood", "held-out NLL"), ("--models", "final checkpoints"),
-                       ("--logs", "training logs")):
-        p.add_argument(flag, required=True, nargs="+", help=f"{what}, one per run ({order})")
+def _run_file_args(p: argparse.ArgumentParser, order: str, prefix: str = "") -> None:
+    """The files of each run a report reads, in the order of ``order`` (flags ``--<prefix>metrics`` ...)."""
+    for flag, what in (("metrics", "FID/IS/KID"), ("likelihood", "held-out NLL"), ("models", "final checkpoints"),
+                       ("logs", "training logs")):
+        p.add_argument(f"--{prefix}{flag}", required=True, nargs="+", help=f"{what}, one per run ({order})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,6 +425,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first", required=True, help="report folder of the preset rerun (workflow.rerun_of)")
     p.add_argument("--second", required=True, help="report folder of the rerun")
     p.add_argument("--out", required=True, help="stability.md (a .json beside it)")
+    p = add("convergence", cmd_convergence, "how far the runs of a preset moved from their namesakes in "
+            "workflow.longer_of (the same runs, a shorter schedule), and whether Table 1's verdicts hold")
+    p.add_argument("--runs", required=True, nargs="+", help="the runs of this preset")
+    _run_file_args(p, "--runs")
+    p.add_argument("--latents", required=True, help="this preset's test latent store")
+    p.add_argument("--shorter-runs", required=True, nargs="+",
+                   help="every Table 1 run of workflow.longer_of (the namesakes, and the seed noise)")
+    _run_file_args(p, "--shorter-runs", prefix="shorter-")
+    p.add_argument("--shorter-latents", required=True, help="workflow.longer_of's test latent store")
+    p.add_argument("--shorter-floor", required=True, help="workflow.longer_of's noise floor (JSON)")
+    p.add_argument("--out", required=True, help="convergence.md (a .json and .png beside it)")
     p = add("publish", cmd_publish, "copy a finished report (or one family's files) into the DVC-owned folder")
     p.add_argument("--src", required=True)
     p.add_argument("--out-dir", required=True)

@@ -258,6 +258,22 @@ class Pipeline:
         return {"first": [paths.family_report.of(self.compared_preset(w), f, "json") for f in families],
                 "second": [paths.family_report.of(w.preset, f, "json") for f in families]}
 
+    def convergence_runs(self, w) -> dict[str, list[str]]:
+        """This preset's runs, and every Table 1 run of the preset it trains longer (the
+        namesakes and their seed replicates, which give the noise)."""
+        wf = self.config(w.preset).workflow
+        return {"runs": wf.runs(), "shorter_runs": self.config(wf.longer_of).workflow.family_runs("table1")}
+
+    def convergence_inputs(self, w) -> dict[str, list[Path]]:
+        """The runs' files in both presets, both test latent stores and the shorter one's floor."""
+        shorter, named = self.config(w.preset).workflow.longer_of, self.convergence_runs(w)
+        kind = tokenizer_kind(self.config(w.preset, named["runs"][0]))
+        return {**self.run_file_inputs(w.preset, named["runs"]),
+                **{f"shorter_{k}": v for k, v in self.run_file_inputs(shorter, named["shorter_runs"]).items()},
+                "latents": [paths.latents.of(w.preset, kind, "test")],
+                "shorter_latents": [paths.latents.of(shorter, kind, "test")],
+                "shorter_floor": [paths.noise_floor.of(shorter)]}
+
     def bench_latents(self, w) -> Path:
         """The bench's model reads the preset's own tokens: VQ codes or KL latents."""
         return paths.latents.of(w.preset, tokenizer_kind(self.config(w.preset)), "train")

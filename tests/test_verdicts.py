@@ -168,3 +168,26 @@ def test_nll_verdicts_pair_the_runs_image_by_image():
 def aggregate_per_image(rows: pd.DataFrame, variant: str):
     from heptapod.report.runs import seed_mean_per_image
     return seed_mean_per_image(rows.loc[rows["variant"] == variant, "nll_per_image"])
+
+
+def test_a_doubled_run_has_stopped_moving_only_within_the_threshold():
+    """The doubling test: a run trained twice as long 'improved' when its score gained more than
+    the decision rule's threshold, and 'stopped moving' when it gained less."""
+    from heptapod.convergence import judge_runs
+
+    hardness = np.random.default_rng(0).normal(2.8, 0.8, 400)
+    jitter = np.random.default_rng(1).normal(0.0, 0.01, 400)
+
+    def run(steps, gain, fid):
+        per_image = hardness - gain + jitter * (steps // 6000)
+        return pd.Series({"run": "2d-random", "steps": steps, "fid": fid, "nll": per_image.mean(),
+                          "nll_se": per_image.std(ddof=1) / 20, "nll_per_image": per_image})
+
+    noise = {"nll": Noise(0.008, None), "fid": Noise(2.0, 0.1)}  # thresholds 0.016 and 4.0
+    moved = judge_runs(run(6000, 0.0, 90.0), run(12000, 0.05, 88.0), noise)
+    assert moved["nll"]["moved"] == "improved" and moved["nll"]["gain"] == pytest.approx(0.05, abs=2e-3)
+    assert moved["fid"]["moved"] == "stopped moving" and moved["fid"]["gain"] == pytest.approx(2.0)
+    assert "paired SE over images" in moved["nll"]["account"]
+    still = judge_runs(run(6000, 0.0, 90.0), run(12000, 0.01, 95.0), noise)
+    assert still["nll"]["moved"] == "stopped moving" and still["fid"]["moved"] == "got worse"
+    assert still["fid"]["relative_gain"] == pytest.approx(-5 / 90)

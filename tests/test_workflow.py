@@ -117,6 +117,38 @@ def test_smoke_ablations_end_to_end_then_cached(project):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
+    """A preset that trains another's Table 1 runs twice as long (workflow.longer_of): the
+    'convergence' target sets each run beside its namesake, paired over the same held-out tokens,
+    and says whether Table 1's verdicts hold at both budgets."""
+    import copy
+
+    from heptapod.config import load_params
+
+    smoke = load_params(project / "params.yaml")["presets"]["smoke"]
+    longer = copy.deepcopy(smoke)
+    longer["train"]["steps"] = 2 * smoke["train"]["steps"]
+    longer["workflow"].update(table1=["1d-raster", "2d-random"], table2=[], window_sweep=[], density_sweep=[],
+                              depth_split=[], token_types=[], seeds=1, longer_of="smoke")
+    configfile = tmp_path / "smoke-2x.yaml"
+    configfile.write_text(json.dumps({"presets": {"smoke-2x": longer}}))  # JSON is YAML
+    snakemake(project, "convergence", "--configfile", str(configfile), "--config", "preset=smoke-2x")
+    out = project / "results/report/smoke-2x"
+    result = json.loads((out / "convergence.json").read_text())
+    assert result["shorter"] == "smoke" and result["paired"]  # same tokenizer, same held-out tokens
+    assert set(result["runs"]) == {"1d-raster", "2d-random"}
+    for run, scores in result["runs"].items():
+        assert set(scores) == {"nll", "fid"}
+        assert scores["nll"]["moved"] in ("improved", "got worse", "stopped moving")
+        short = json.loads((project / f"results/evaluate/smoke/{run}/likelihood.json").read_text())
+        long = json.loads((project / f"results/evaluate/smoke-2x/{run}/likelihood.json").read_text())
+        assert scores["nll"]["before"] == short["nll_bits_per_token"] and scores["nll"]["after"] == long["nll_bits_per_token"]
+    assert set(result["verdicts"]) == {"fid", "nll"}
+    text = (out / "convergence.md").read_text()
+    assert "smoke (6 steps)" in text and "smoke-2x (12 steps)" in text and "paired image by image" in text
+    assert (out / "convergence.png").stat().st_size > 1000
+
+
 def test_dvc_repro_publishes_every_table_and_plot(project):
     """`dvc repro` drives the (cached) workflow per paper table and publishes what DVC owns;
     `dvc metrics show` lists FID/IS; `dvc plots show` renders the PNG plots without a CDN."""
@@ -283,6 +315,10 @@ def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_pat
                    r.format("evaluate") + "noise_floor.json", "--out-dir", out],
         "index": ["--report", r.format("report") + "README.md", "--out", out + ".md"],
         "stability": ["--first", r.format("report"), "--second", r.format("report"), "--out", out + ".md"],
+        "convergence": ["--runs", "2d-random", *run_files, "--latents", lat + "test.h5", "--shorter-runs", "2d-random",
+                        *[f"--shorter-{a[2:]}" if a.startswith("--") else a for a in run_files],
+                        "--shorter-latents", lat + "test.h5", "--shorter-floor",
+                        r.format("evaluate") + "noise_floor.json", "--out", out + ".md"],
         "publish": ["--src", r.format("report"), "--out-dir", out],
         "bench": ["--latents", lat + "train.h5", "--out", out + ".json"],
         "analyze": ["--name", "attention", "--runs", "2d-random", "--models", run + "/model.pt", "--latents",

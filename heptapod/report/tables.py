@@ -38,7 +38,7 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _moving(change: float) -> str:
+def moving_text(change: float) -> str:
     """The last-quarter change of the held-out score, marked where the run is still moving."""
     if math.isnan(change):
         return "–"
@@ -55,7 +55,7 @@ def family_table(agg: pd.DataFrame, extractor: str, paper_cols: list[dict | None
         f"KID ({extractor})": [pm(m, s) for m, s in zip(agg["kid"], agg["kid_sd"])],
         "NLL (bits/token, test)": [pm(m, s) for m, s in zip(agg["nll"], agg["nll_sd"])],
         "NLL SD over orders": list(agg["nll_order_sd"]),
-        "held-out change, last quarter (max over seeds)": [_moving(c) for c in agg["val_change_last_quarter"]],
+        "held-out change, last quarter (max over seeds)": [moving_text(c) for c in agg["val_change_last_quarter"]],
     })
     if agg["dloss"].notna().any():  # not a likelihood: its own column
         t["val diffusion loss (not NLL)"] = [pm(m, s) for m, s in zip(agg["dloss"], agg["dloss_sd"])]

@@ -103,3 +103,33 @@ rule agreement_report:
     shell:
         "python -m heptapod stability --params $HEPTAPOD_PARAMS --preset {wildcards.preset} --kind {params.kind}"
         " --first {params.first} --second {params.second} --out {output.md} 2>&1 | tee {log}"
+
+
+rule convergence_report:
+    """How far each run moved when its training doubled (workflow.longer_of: the same runs on a
+    shorter schedule), and whether Table 1's verdicts hold at both budgets."""
+    input:
+        unpack(P.convergence_inputs),
+    output:
+        md=paths.report_file.partial(name="convergence.md"),
+        json=paths.report_file.partial(name="convergence.json"),
+        png=paths.report_file.partial(name="convergence.png"),
+    params:
+        cfg=P.fingerprint("workflow", "data"),
+        runs=lambda w: P.convergence_runs(w)["runs"],
+        shorter_runs=lambda w: P.convergence_runs(w)["shorter_runs"],
+    threads: 1
+    resources:
+        **P.resources("report"),
+    log:
+        paths.log("report", "{preset}-convergence"),
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m heptapod convergence --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
+        " --runs {params.runs} --metrics {input.metrics} --likelihood {input.likelihood}"
+        " --models {input.models} --logs {input.logs} --latents {input.latents}"
+        " --shorter-runs {params.shorter_runs} --shorter-metrics {input.shorter_metrics}"
+        " --shorter-likelihood {input.shorter_likelihood} --shorter-models {input.shorter_models}"
+        " --shorter-logs {input.shorter_logs} --shorter-latents {input.shorter_latents}"
+        " --shorter-floor {input.shorter_floor} --out {output.md} 2>&1 | tee {log}"

@@ -38,6 +38,12 @@ rule datasets:
         paths.report_file.of(PRESET, "datasets.md") if P.config(PRESET).workflow.compare_to else [],
 
 
+rule convergence:
+    """The same runs trained twice as long (workflow.longer_of): have they stopped moving?"""
+    input:
+        paths.report_file.of(PRESET, "convergence.md") if P.config(PRESET).workflow.longer_of else [],
+
+
 rule analysis:
     """Attention distance, token similarity maps and a linear probe (results/report/<preset>/analysis/)."""
     input:

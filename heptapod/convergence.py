@@ -1,0 +1,128 @@
+"""Has a run stopped moving? The same runs trained again with twice the steps.
+
+The reports' stopping rule (held-out score moving < 1% over the last quarter of training) also
+measures the learning-rate schedule: under cosine decay the last quarter holds the annealing
+drop. The direct test is to train the same runs again on a longer schedule, everything else
+equal. A run whose scores move by less than the decision rule's threshold when its training
+doubles has stopped moving, and a verdict that holds at both budgets is not an artefact of
+undertraining. Both budgets are judged with the shorter preset's own noise: its Table 1 seed SD,
+its floor, and the standard error over held-out images, paired where both presets scored the
+same tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from heptapod import verdicts
+from heptapod.data.store import open_store
+from heptapod.provenance import provenance
+from heptapod.report import statements
+from heptapod.report.plots import plot_training
+from heptapod.report.runs import PER_IMAGE, RunFiles, aggregate, paper_rows, run_rows
+from heptapod.report.tables import markdown, moving_text
+from heptapod.utils.io import read_json, write_json, write_text
+
+SCORES = (("nll", "held-out NLL (bits/token)"), ("fid", "FID"))
+# judge(after, before): 'agrees' means the longer run is better by more than the threshold
+MOVED = {"agrees": "improved", "disagrees": "got worse", "within noise": "stopped moving"}
+TOKEN_SETS = ("codes", "moments")  # a latent store's tokens: VQ codes or KL posterior moments
+
+
+def same_tokens(first: str | Path, second: str | Path) -> bool:
+    """Whether two test latent stores hold the same held-out tokens (the same images, encoded
+    by tokenizers with the same weights), which the paired standard errors need."""
+    tokens = []
+    for path in (first, second):
+        with open_store(path, "latents", ("labels",)) as f:
+            name = next((d for d in TOKEN_SETS if d in f), None)
+            if name is None:
+                raise ValueError(f"latent store {path} holds none of {', '.join(TOKEN_SETS)}")
+            tokens.append((name, f[name][:], f["labels"][:]))
+    (a, x, y), (b, u, v) = tokens
+    return a == b and np.array_equal(x, u) and np.array_equal(y, v)
+
+
+def judge_runs(before: pd.Series, after: pd.Series, noise: dict) -> dict[str, dict]:
+    """Per score: the run's value at both budgets, the change (positive: better after) and
+    whether it moved by the decision rule."""
+    labels = (f"{before['run']} at {before['steps']} steps", f"at {after['steps']} steps")
+    pair = pd.DataFrame([{**before.to_dict(), "variant": labels[0]}, {**after.to_dict(), "variant": labels[1]}])
+    out = {}
+    for metric, _ in SCORES:
+        verdict, text = statements.judge(pair, labels[1], labels[0], metric, noise)
+        gain = before[metric] - after[metric] if verdicts.LOWER_IS_BETTER[metric] else after[metric] - before[metric]
+        out[metric] = {"before": before[metric], "after": after[metric], "gain": gain,
+                       "relative_gain": gain / abs(before[metric]), "moved": MOVED[verdict], "account": text}
+    return out
+
+
+def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles], floor_path: str | Path,
+                       samples: int, latents: tuple[str | Path, str | Path], names: tuple[str, str],
+                       out_md: str | Path, out_json: str | Path, dataset: str) -> dict:
+    """``convergence.md``/``.json`` (and a ``.png`` of both budgets' training curves): how far
+    each run of ``longer`` moved from its namesake in ``shorter`` (whose runs, every seed of its
+    Table 1, also give the noise), and whether Table 1's verdicts hold at both budgets.
+    ``latents``: both presets' test latent stores; ``names``: both presets."""
+    missing = [r for r in longer if r not in shorter]
+    if missing:
+        raise ValueError(f"runs of {names[1]} without a namesake in {names[0]}: {', '.join(missing)}")
+    all_short, long_rows = run_rows(shorter), run_rows(longer)
+    noise, _ = statements.family_noise(all_short, None, read_json(floor_path), samples)
+    short_rows = all_short.set_index("run").loc[list(longer)].reset_index()
+    paired = same_tokens(*latents)
+    if not paired:  # other held-out tokens: the images' scores cannot be set side by side
+        for rows in (short_rows, long_rows):
+            rows[PER_IMAGE] = None
+    runs = {r: judge_runs(short_rows.iloc[i], long_rows.iloc[i], noise) for i, r in enumerate(longer)}
+    table = pd.DataFrame([
+        {"run": r, "score": name, f"{names[0]} ({int(short_rows.iloc[i]['steps'])} steps)": s[m]["before"],
+         f"{names[1]} ({int(long_rows.iloc[i]['steps'])} steps)": s[m]["after"],
+         "gain": s[m]["gain"], "gain %": 100 * s[m]["relative_gain"], "moved": s[m]["moved"],
+         "last-quarter change (longer run)": moving_text(long_rows.iloc[i]["val_change_last_quarter"])
+         if m == "nll" else "–"}
+        for i, (r, s) in enumerate(runs.items()) for m, name in SCORES])
+    budgets = {}
+    for name, rows in zip(names, (short_rows, long_rows)):
+        agg = aggregate(rows)
+        budgets[name] = dict(zip(("statement", "verdict"), statements.order_statement(
+            agg, paper_rows("table1", name, agg), "Table 1", noise)))
+    first, second = (budgets[n]["verdict"] for n in names)
+    held = {k: {names[0]: first.get(k), names[1]: second.get(k), "holds": first.get(k) == second.get(k)}
+            for k in sorted(set(first) | set(second))}
+    stopped = {m: sum(s[m]["moved"] == "stopped moving" for s in runs.values()) for m, _ in SCORES}
+    png = Path(out_md).with_suffix(".png")
+    plot_training({f"{r} ({names[0]})": shorter[r] for r in longer} | {f"{r} ({names[1]})": longer[r] for r in longer},
+                  f"{names[0]} vs {names[1]}: the same runs, twice the steps", png)
+    lines = [
+        f"# Have the runs of `{names[0]}` stopped moving? `{names[0]}` vs `{names[1]}`", "",
+        f"The runs of `{names[1]}` are `{names[0]}`'s runs of the same name trained again with twice the "
+        "steps (the same data, seed, model, learning-rate schedule stretched over the longer run, "
+        "sample count and held-out images). A run has **stopped moving** when doubling its training "
+        "changes a score by less than the decision rule's threshold; a verdict that holds at both "
+        "budgets is not an artefact of undertraining.", "",
+        f"**By held-out NLL {stopped['nll']} of {len(runs)} runs stopped moving; by FID {stopped['fid']} of "
+        f"{len(runs)}. {sum(v['holds'] for v in held.values())} of {len(held)} Table 1 verdicts hold "
+        "at both budgets.**", "",
+        f"Noise: the seed SD of `{names[0]}`'s Table 1 (every seed), the floor SD at {samples} samples: " + "; ".join(f"{m.upper()}: {noise[m].describe()}" for m, _ in SCORES) + ". NLL "
+        "standard errors are " + ("paired image by image (both presets scored the same held-out tokens)."
+                                  if paired else "unpaired: the presets' held-out tokens differ "
+                                  "(another tokenizer or image set), so images cannot be paired."), "",
+        f"**Decision rule.** {verdicts.RULE_TEXT}", "", "## Each run at both budgets", "", markdown(table), "",
+        *[f"- {r}: " + "; ".join(f"{name}: {s[m]['account']}" for m, name in SCORES) for r, s in runs.items()],
+        "", "## Table 1's verdicts at both budgets (seed 0 of each variant)", "",
+        f"| comparison | {names[0]} | {names[1]} | holds |", "|---|---|---|---|",
+        *[f"| {k} | {v[names[0]]} | {v[names[1]]} | {'yes' if v['holds'] else '**no**'} |" for k, v in held.items()],
+        "", *[f"- `{n}`: {budgets[n]['statement']}" for n in names], "",
+        f"![training curves at both budgets]({png.name})", ""]
+    write_text(out_md, "\n".join(lines))
+    write_json(out_json, {
+        "shorter": names[0], "longer": names[1], "paired": paired, "stopped": stopped, "runs": runs,
+        "verdicts": held, "statements": {n: budgets[n]["statement"] for n in names},
+        "noise": {m: {"seed_sd": noise[m].seed_sd, "floor_sd": noise[m].floor_sd} for m, _ in SCORES},
+        "rule": verdicts.RULE_TEXT,
+        "provenance": provenance(names[1], dataset, feature_extractor=long_rows["extractor"].iloc[0])})
+    return {"stopped": stopped, "verdicts_held": sum(v["holds"] for v in held.values()), "verdicts": len(held)}
