@@ -17,4 +17,6 @@ echo "reference run: started ($(date -u +%FT%TZ))"
 # One Snakemake run for every family, so that no core idles while another family's last run
 # trains; Table 1 and Fig. 8 (the comparisons that matter most) go first wherever they can.
 "${SNAKEMAKE[@]}" table1 fig8 table4 fig7 fig6 ablations --prioritize table1 fig8 "${CONFIG[@]}"
-echo "reference run: done ($(date -u +%FT%TZ)); report in results/report/reference/"
+# The doubling test: Table 1's random-order runs again at twice the steps; has the ranking settled?
+"${SNAKEMAKE[@]}" convergence --config preset=reference-2x
+echo "reference run: done ($(date -u +%FT%TZ)); report in results/report/reference/, doubling test in results/report/reference-2x/convergence.md"
