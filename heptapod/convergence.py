@@ -12,13 +12,14 @@ same tokens.
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from heptapod import verdicts
-from heptapod.data.store import open_store
+from heptapod.data.store import LatentStore
 from heptapod.provenance import provenance
 from heptapod.report import statements
 from heptapod.report.plots import plot_training
@@ -29,21 +30,14 @@ from heptapod.utils.io import read_json, write_json, write_text
 SCORES = (("nll", "held-out NLL (bits/token)"), ("fid", "FID"))
 # judge(after, before): 'agrees' means the longer run is better by more than the threshold
 MOVED = {"agrees": "improved", "disagrees": "got worse", "within noise": "stopped moving"}
-TOKEN_SETS = ("codes", "moments")  # a latent store's tokens: VQ codes or KL posterior moments
 
 
 def same_tokens(first: str | Path, second: str | Path) -> bool:
     """Whether two test latent stores hold the same held-out tokens (the same images, encoded
     by tokenizers with the same weights), which the paired standard errors need."""
-    tokens = []
-    for path in (first, second):
-        with open_store(path, "latents", ("labels",)) as f:
-            name = next((d for d in TOKEN_SETS if d in f), None)
-            if name is None:
-                raise ValueError(f"latent store {path} holds none of {', '.join(TOKEN_SETS)}")
-            tokens.append((name, f[name][:], f["labels"][:]))
-    (a, x, y), (b, u, v) = tokens
-    return a == b and np.array_equal(x, u) and np.array_equal(y, v)
+    with closing(LatentStore(first)) as a, closing(LatentStore(second)) as b:
+        return (a.continuous == b.continuous and np.array_equal(a.codes[:], b.codes[:])
+                and np.array_equal(a.labels[:], b.labels[:]))
 
 
 def judge_runs(before: pd.Series, after: pd.Series, noise: dict) -> dict[str, dict]:
@@ -94,20 +88,23 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
     held = {k: {names[0]: first.get(k), names[1]: second.get(k), "holds": first.get(k) == second.get(k)}
             for k in sorted(set(first) | set(second))}
     stopped = {m: sum(s[m]["moved"] == "stopped moving" for s in runs.values()) for m, _ in SCORES}
+    steps = [int(rows["steps"].iloc[0]) for rows in (short_rows, long_rows)]
+    longer_by = f"{steps[1] / steps[0]:.3g}x the steps"
     png = Path(out_md).with_suffix(".png")
     plot_training({f"{r} ({names[0]})": shorter[r] for r in longer} | {f"{r} ({names[1]})": longer[r] for r in longer},
-                  f"{names[0]} vs {names[1]}: the same runs, twice the steps", png)
+                  f"{names[0]} vs {names[1]}: the same runs, {longer_by}", png)
     lines = [
         f"# Have the runs of `{names[0]}` stopped moving? `{names[0]}` vs `{names[1]}`", "",
-        f"The runs of `{names[1]}` are `{names[0]}`'s runs of the same name trained again with twice the "
-        "steps (the same data, seed, model, learning-rate schedule stretched over the longer run, "
-        "sample count and held-out images). A run has **stopped moving** when doubling its training "
+        f"The runs of `{names[1]}` are `{names[0]}`'s runs of the same name trained again with {longer_by} "
+        "(the same data, seed, model, learning-rate schedule stretched over the longer run, "
+        "sample count and held-out images). A run has **stopped moving** when the longer training "
         "changes a score by less than the decision rule's threshold; a verdict that holds at both "
         "budgets is not an artefact of undertraining.", "",
         f"**By held-out NLL {stopped['nll']} of {len(runs)} runs stopped moving; by FID {stopped['fid']} of "
         f"{len(runs)}. {sum(v['holds'] for v in held.values())} of {len(held)} Table 1 verdicts hold "
         "at both budgets.**", "",
-        f"Noise: the seed SD of `{names[0]}`'s Table 1 (every seed), the floor SD at {samples} samples: " + "; ".join(f"{m.upper()}: {noise[m].describe()}" for m, _ in SCORES) + ". NLL "
+        f"Noise: the seed SD of `{names[0]}`'s Table 1 (every seed), the floor SD at {samples} samples: "
+        + "; ".join(f"{m.upper()}: {noise[m].describe()}" for m, _ in SCORES) + ". NLL "
         "standard errors are " + ("paired image by image (both presets scored the same held-out tokens)."
                                   if paired else "unpaired: the presets' held-out tokens differ "
                                   "(another tokenizer or image set), so images cannot be paired."), "",
