@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from heptapod.config import FAMILIES, ConfigError, load_config, load_params, preset_names
+from heptapod.config import FAMILIES, ConfigError, load_config, load_params, longer_chain, preset_names
 from heptapod.data.store import StoreError
 from heptapod.provenance import provenance
 from heptapod.utils.io import CheckpointError, write_json
@@ -224,13 +224,13 @@ def cmd_stability(args, cfg) -> dict:
 def cmd_convergence(args, cfg) -> dict:
     from heptapod.convergence import convergence_report
 
-    shorter = cfg.workflow.longer_of
-    if not shorter:
+    if not cfg.workflow.longer_of:
         raise ConfigError(f"preset '{args.preset}' sets no workflow.longer_of: nothing to compare with")
-    longer_files = _run_files(args, args.runs)
-    shorter_files = _run_files(args, args.shorter_runs, prefix="shorter_")
-    return convergence_report(shorter_files, longer_files, args.shorter_floor, cfg.sample.num_samples,
-                              (args.shorter_latents, args.latents), (shorter, args.preset), args.out,
+    chain = longer_chain(load_params(args.params), args.preset)
+    files = [_run_files(args, runs, prefix) for runs, prefix in
+             ((args.shorter_runs, "shorter_"), (args.runs, ""), (args.first_runs, "first_"))]
+    return convergence_report(*files, args.first_floor, cfg.sample.num_samples,
+                              (args.shorter_latents, args.latents), (chain[1], args.preset, chain[-1]), args.out,
                               Path(args.out).with_suffix(".json"), cfg.data.dataset)
 
 
@@ -430,11 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", required=True, nargs="+", help="the runs of this preset")
     _run_file_args(p, "--runs")
     p.add_argument("--latents", required=True, help="this preset's test latent store")
-    p.add_argument("--shorter-runs", required=True, nargs="+",
-                   help="every Table 1 run of workflow.longer_of (the namesakes, and the seed noise)")
+    p.add_argument("--shorter-runs", required=True, nargs="+", help="the namesakes in workflow.longer_of")
     _run_file_args(p, "--shorter-runs", prefix="shorter-")
     p.add_argument("--shorter-latents", required=True, help="workflow.longer_of's test latent store")
-    p.add_argument("--shorter-floor", required=True, help="workflow.longer_of's noise floor (JSON)")
+    p.add_argument("--first-runs", required=True, nargs="+",
+                   help="every Table 1 run of the chain's first preset (following workflow.longer_of): the seed noise")
+    _run_file_args(p, "--first-runs", prefix="first-")
+    p.add_argument("--first-floor", required=True, help="the chain's first preset's noise floor (JSON)")
     p.add_argument("--out", required=True, help="convergence.md (a .json and .png beside it)")
     p = add("publish", cmd_publish, "copy a finished report (or one family's files) into the DVC-owned folder")
     p.add_argument("--src", required=True)

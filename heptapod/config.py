@@ -500,6 +500,17 @@ def load_config(
     return resolve(load_params(path), preset, variant)
 
 
+def longer_chain(params: dict, preset: str) -> list[str]:
+    """``preset``, the preset it trains longer (workflow.longer_of), that one's, and so on: the
+    last is the chain's first budget, whose Table 1 seeds and floor judge every link."""
+    chain = [preset]
+    while (shorter := resolve(params, chain[-1]).workflow.longer_of) is not None:
+        if shorter in chain:
+            raise ConfigError(f"workflow.longer_of loops: {' -> '.join([*chain, shorter])}")
+        chain.append(shorter)
+    return chain
+
+
 def tokenizer_kind(cfg: Config) -> str:
     """The tokenizer a generator reads: VQ for discrete tokens, KL VAE for continuous ones."""
     if cfg.model.tokens not in registry.TOKENIZER_OF_OUTPUT:

@@ -5,9 +5,10 @@ measures the learning-rate schedule: under cosine decay the last quarter holds t
 drop. The direct test is to train the same runs again on a longer schedule, everything else
 equal. A run whose scores move by less than the decision rule's threshold when its training
 doubles has stopped moving, and a verdict that holds at both budgets is not an artefact of
-undertraining. Both budgets are judged with the shorter preset's own noise: its Table 1 seed SD,
-its floor, and the standard error over held-out images, paired where both presets scored the
-same tokens.
+undertraining. Presets chain (a run trained 4x as long compares with the 2x one): every link is
+judged with the noise of the chain's first preset, the one with a full Table 1 (its seed SD and
+floor), and the standard error over held-out images, paired where both presets scored the same
+tokens.
 """
 
 from __future__ import annotations
@@ -54,44 +55,54 @@ def judge_runs(before: pd.Series, after: pd.Series, noise: dict) -> dict[str, di
     return out
 
 
-def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles], floor_path: str | Path,
-                       samples: int, latents: tuple[str | Path, str | Path], names: tuple[str, str],
-                       out_md: str | Path, out_json: str | Path, dataset: str) -> dict:
-    """``convergence.md``/``.json`` (and a ``.png`` of both budgets' training curves): how far
-    each run of ``longer`` moved from its namesake in ``shorter`` (whose runs, every seed of its
-    Table 1, also give the noise), and whether Table 1's verdicts hold at both budgets.
-    ``latents``: both presets' test latent stores; ``names``: both presets."""
-    missing = [r for r in longer if r not in shorter]
-    if missing:
-        raise ValueError(f"runs of {names[1]} without a namesake in {names[0]}: {', '.join(missing)}")
-    all_short, long_rows = run_rows(shorter), run_rows(longer)
-    noise, _ = statements.family_noise(all_short, None, read_json(floor_path), samples)
-    short_rows = all_short.set_index("run").loc[list(longer)].reset_index()
+def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles], first: dict[str, RunFiles],
+                       floor_path: str | Path, samples: int, latents: tuple[str | Path, str | Path],
+                       names: tuple[str, str, str], out_md: str | Path, out_json: str | Path,
+                       dataset: str) -> dict:
+    """``convergence.md``/``.json`` (and a ``.png`` of every budget's training curves): how far
+    each run of ``longer`` moved from its namesake in ``shorter``, and whether Table 1's verdicts
+    hold at both budgets. ``first``: every Table 1 run of the chain's first preset, which give
+    the seed noise (and, where that preset is not ``shorter``, the runs' first budget);
+    ``latents``: the test latent stores of ``shorter`` and ``longer``; ``names``: the presets
+    ``shorter``, ``longer`` and the first."""
+    for other, name in ((shorter, names[0]), (first, names[2])):
+        missing = [r for r in longer if r not in other]
+        if missing:
+            raise ValueError(f"runs of {names[1]} without a namesake in {name}: {', '.join(missing)}")
+    all_first, short_rows, long_rows = run_rows(first), run_rows(shorter), run_rows(longer)
+    noise, _ = statements.family_noise(all_first, None, read_json(floor_path), samples)
+    short_rows = short_rows.set_index("run").loc[list(longer)].reset_index()
+    # the chain's first budget, where it is not the shorter one: where the runs started from
+    start = None if names[2] == names[0] else all_first.set_index("run").loc[list(longer)]
     paired = same_tokens(*latents)
     if not paired:  # other held-out tokens: the images' scores cannot be set side by side
         for rows in (short_rows, long_rows):
             rows[PER_IMAGE] = None
     runs = {r: judge_runs(short_rows.iloc[i], long_rows.iloc[i], noise) for i, r in enumerate(longer)}
     table = pd.DataFrame([
-        {"run": r, "score": name, f"{names[0]} ({int(short_rows.iloc[i]['steps'])} steps)": s[m]["before"],
+        {"run": r, "score": name,
+         **({f"{names[2]} ({int(start.loc[r, 'steps'])} steps)": start.loc[r, m]} if start is not None else {}),
+         f"{names[0]} ({int(short_rows.iloc[i]['steps'])} steps)": s[m]["before"],
          f"{names[1]} ({int(long_rows.iloc[i]['steps'])} steps)": s[m]["after"],
          "gain": s[m]["gain"], "gain %": 100 * s[m]["relative_gain"], "moved": s[m]["moved"],
          "last-quarter change (longer run)": moving_text(long_rows.iloc[i]["val_change_last_quarter"])
          if m == "nll" else "–"}
         for i, (r, s) in enumerate(runs.items()) for m, name in SCORES])
     budgets = {}
-    for name, rows in zip(names, (short_rows, long_rows)):
+    for name, rows in zip(names[:2], (short_rows, long_rows)):
         agg = aggregate(rows)
         budgets[name] = dict(zip(("statement", "verdict"), statements.order_statement(
             agg, paper_rows("table1", name, agg), "Table 1", noise)))
-    first, second = (budgets[n]["verdict"] for n in names)
-    held = {k: {names[0]: first.get(k), names[1]: second.get(k), "holds": first.get(k) == second.get(k)}
-            for k in sorted(set(first) | set(second))}
+    before, after = (budgets[n]["verdict"] for n in names[:2])
+    held = {k: {names[0]: before.get(k), names[1]: after.get(k), "holds": before.get(k) == after.get(k)}
+            for k in sorted(set(before) | set(after))}
     stopped = {m: sum(s[m]["moved"] == "stopped moving" for s in runs.values()) for m, _ in SCORES}
     steps = [int(rows["steps"].iloc[0]) for rows in (short_rows, long_rows)]
     longer_by = f"{steps[1] / steps[0]:.3g}x the steps"
     png = Path(out_md).with_suffix(".png")
-    plot_training({f"{r} ({names[0]})": shorter[r] for r in longer} | {f"{r} ({names[1]})": longer[r] for r in longer},
+    curves = [(names[0], shorter), (names[1], longer)] if start is None else \
+        [(names[2], first), (names[0], shorter), (names[1], longer)]
+    plot_training({f"{r} ({name})": files[r] for name, files in curves for r in longer},
                   f"{names[0]} vs {names[1]}: the same runs, {longer_by}", png)
     lines = [
         f"# Have the runs of `{names[0]}` stopped moving? `{names[0]}` vs `{names[1]}`", "",
@@ -103,7 +114,7 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
         f"**By held-out NLL {stopped['nll']} of {len(runs)} runs stopped moving; by FID {stopped['fid']} of "
         f"{len(runs)}. {sum(v['holds'] for v in held.values())} of {len(held)} Table 1 verdicts hold "
         "at both budgets.**", "",
-        f"Noise: the seed SD of `{names[0]}`'s Table 1 (every seed), the floor SD at {samples} samples: "
+        f"Noise: the seed SD of `{names[2]}`'s Table 1 (every seed), the floor SD at {samples} samples: "
         + "; ".join(f"{m.upper()}: {noise[m].describe()}" for m, _ in SCORES) + ". NLL "
         "standard errors are " + ("paired image by image (both presets scored the same held-out tokens)."
                                   if paired else "unpaired: the presets' held-out tokens differ "
@@ -113,12 +124,14 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
         "", "## Table 1's verdicts at both budgets (seed 0 of each variant)", "",
         f"| comparison | {names[0]} | {names[1]} | holds |", "|---|---|---|---|",
         *[f"| {k} | {v[names[0]]} | {v[names[1]]} | {'yes' if v['holds'] else '**no**'} |" for k, v in held.items()],
-        "", *[f"- `{n}`: {budgets[n]['statement']}" for n in names], "",
+        "", *[f"- `{n}`: {budgets[n]['statement']}" for n in names[:2]], "",
         f"![training curves at both budgets]({png.name})", ""]
     write_text(out_md, "\n".join(lines))
     write_json(out_json, {
-        "shorter": names[0], "longer": names[1], "paired": paired, "stopped": stopped, "runs": runs,
-        "verdicts": held, "statements": {n: budgets[n]["statement"] for n in names},
+        "shorter": names[0], "longer": names[1], "noise_from": names[2], "paired": paired, "stopped": stopped,
+        "runs": runs, "first_budget": None if start is None else {
+            r: {"steps": int(start.loc[r, "steps"]), **{m: float(start.loc[r, m]) for m, _ in SCORES}} for r in longer},
+        "verdicts": held, "statements": {n: budgets[n]["statement"] for n in names[:2]},
         "noise": {m: {"seed_sd": noise[m].seed_sd, "floor_sd": noise[m].floor_sd} for m, _ in SCORES},
         "rule": verdicts.RULE_TEXT,
         "provenance": provenance(names[1], dataset, feature_extractor=long_rows["extractor"].iloc[0])})

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from heptapod import paths
-from heptapod.config import (CURVE_FAMILIES, Config, RuleResources, coerce_strings, fingerprint, resolve,
-                             tokenizer_kind, validate_params)
+from heptapod.config import (CURVE_FAMILIES, Config, RuleResources, coerce_strings, fingerprint, longer_chain,
+                             resolve, tokenizer_kind, validate_params)
 from heptapod.utils.io import write_text
 
 # Where the resolved configurations go (Snakemake's own folder: ignored, not a result).
@@ -258,21 +258,28 @@ class Pipeline:
         return {"first": [paths.family_report.of(self.compared_preset(w), f, "json") for f in families],
                 "second": [paths.family_report.of(w.preset, f, "json") for f in families]}
 
+    def convergence_chain(self, w) -> list[str]:
+        """This preset, the one it trains longer (workflow.longer_of), ..., the chain's first."""
+        return longer_chain(self.params, w.preset)
+
     def convergence_runs(self, w) -> dict[str, list[str]]:
-        """This preset's runs, and every Table 1 run of the preset it trains longer (the
-        namesakes and their seed replicates, which give the noise)."""
-        wf = self.config(w.preset).workflow
-        return {"runs": wf.runs(), "shorter_runs": self.config(wf.longer_of).workflow.family_runs("table1")}
+        """This preset's runs (their namesakes in the preset it trains longer), and every Table 1
+        run of the chain's first preset (namesakes and seed replicates: the noise)."""
+        chain = self.convergence_chain(w)
+        runs = self.config(w.preset).workflow.runs()
+        return {"runs": runs, "first_runs": self.config(chain[-1]).workflow.family_runs("table1")}
 
     def convergence_inputs(self, w) -> dict[str, list[Path]]:
-        """The runs' files in both presets, both test latent stores and the shorter one's floor."""
-        shorter, named = self.config(w.preset).workflow.longer_of, self.convergence_runs(w)
+        """The runs' files in this preset, the one it trains longer and the chain's first; the
+        first two's test latent stores and the first's floor."""
+        chain, named = self.convergence_chain(w), self.convergence_runs(w)
         kind = tokenizer_kind(self.config(w.preset, named["runs"][0]))
         return {**self.run_file_inputs(w.preset, named["runs"]),
-                **{f"shorter_{k}": v for k, v in self.run_file_inputs(shorter, named["shorter_runs"]).items()},
+                **{f"shorter_{k}": v for k, v in self.run_file_inputs(chain[1], named["runs"]).items()},
+                **{f"first_{k}": v for k, v in self.run_file_inputs(chain[-1], named["first_runs"]).items()},
                 "latents": [paths.latents.of(w.preset, kind, "test")],
-                "shorter_latents": [paths.latents.of(shorter, kind, "test")],
-                "shorter_floor": [paths.noise_floor.of(shorter)]}
+                "shorter_latents": [paths.latents.of(chain[1], kind, "test")],
+                "first_floor": [paths.noise_floor.of(chain[-1])]}
 
     def bench_latents(self, w) -> Path:
         """The bench's model reads the preset's own tokens: VQ codes or KL latents."""

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from heptapod.cli import main
-from heptapod.config import ConfigError, resolve, validate_params
+from heptapod.config import ConfigError, longer_chain, resolve, validate_params
 
 from conftest import ROOT
 
@@ -64,6 +64,14 @@ def test_unknown_preset_and_variant(params):
         resolve(params, "nope")
     with pytest.raises(ConfigError, match="unknown variant 'nope'"):
         resolve(params, "smoke", "nope")
+
+
+def test_longer_presets_chain_to_their_first_and_a_loop_is_named(params):
+    assert longer_chain(params, "reference-4x") == ["reference-4x", "reference-2x", "reference"]
+    looped = copy.deepcopy(params)
+    looped["presets"]["reference"].setdefault("workflow", {})["longer_of"] = "reference-4x"
+    with pytest.raises(ConfigError, match="loops: reference-4x -> reference-2x -> reference -> reference-4x"):
+        longer_chain(looped, "reference-4x")
 
 
 def test_variant_overrides_preset(params):

@@ -120,7 +120,8 @@ def test_smoke_ablations_end_to_end_then_cached(project):
 def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     """A preset that trains another's Table 1 runs twice as long (workflow.longer_of): the
     'convergence' target sets each run beside its namesake, paired over the same held-out tokens,
-    and says whether Table 1's verdicts hold at both budgets."""
+    and says whether Table 1's verdicts hold at both budgets. A chain (4x of the 2x) compares
+    with the 2x runs, shows the first budget too, and keeps the first preset's noise."""
     import copy
 
     from heptapod.config import load_params
@@ -130,8 +131,11 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     longer["train"]["steps"] = 2 * smoke["train"]["steps"]
     longer["workflow"].update(table1=["1d-raster", "2d-random"], table2=[], window_sweep=[], density_sweep=[],
                               depth_split=[], token_types=[], seeds=1, longer_of="smoke")
+    longest = copy.deepcopy(longer)
+    longest["train"]["steps"] = 4 * smoke["train"]["steps"]
+    longest["workflow"].update(table1=["2d-random"], longer_of="smoke-2x")
     configfile = tmp_path / "smoke-2x.yaml"
-    configfile.write_text(json.dumps({"presets": {"smoke-2x": longer}}))  # JSON is YAML
+    configfile.write_text(json.dumps({"presets": {"smoke-2x": longer, "smoke-4x": longest}}))  # JSON is YAML
     snakemake(project, "convergence", "--configfile", str(configfile), "--config", "preset=smoke-2x")
     out = project / "results/report/smoke-2x"
     result = json.loads((out / "convergence.json").read_text())
@@ -147,6 +151,15 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     text = (out / "convergence.md").read_text()
     assert "smoke (6 steps)" in text and "smoke-2x (12 steps)" in text and "paired image by image" in text
     assert (out / "convergence.png").stat().st_size > 1000
+
+    snakemake(project, "convergence", "--configfile", str(configfile), "--config", "preset=smoke-4x")
+    chained = json.loads((project / "results/report/smoke-4x/convergence.json").read_text())
+    assert (chained["shorter"], chained["longer"], chained["noise_from"]) == ("smoke-2x", "smoke-4x", "smoke")
+    assert chained["noise"] == result["noise"]  # every link judged by the first preset's seeds and floor
+    assert chained["runs"]["2d-random"]["nll"]["before"] == result["runs"]["2d-random"]["nll"]["after"]
+    assert chained["first_budget"]["2d-random"]["nll"] == result["runs"]["2d-random"]["nll"]["before"]
+    text = (project / "results/report/smoke-4x/convergence.md").read_text()
+    assert "smoke (6 steps)" in text and "smoke-2x (12 steps)" in text and "smoke-4x (24 steps)" in text
 
 
 def test_dvc_repro_publishes_every_table_and_plot(project):
@@ -317,7 +330,8 @@ def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_pat
         "stability": ["--first", r.format("report"), "--second", r.format("report"), "--out", out + ".md"],
         "convergence": ["--runs", "2d-random", *run_files, "--latents", lat + "test.h5", "--shorter-runs", "2d-random",
                         *[f"--shorter-{a[2:]}" if a.startswith("--") else a for a in run_files],
-                        "--shorter-latents", lat + "test.h5", "--shorter-floor",
+                        "--shorter-latents", lat + "test.h5", "--first-runs", "2d-random",
+                        *[f"--first-{a[2:]}" if a.startswith("--") else a for a in run_files], "--first-floor",
                         r.format("evaluate") + "noise_floor.json", "--out", out + ".md"],
         "publish": ["--src", r.format("report"), "--out-dir", out],
         "bench": ["--latents", lat + "train.h5", "--out", out + ".json"],

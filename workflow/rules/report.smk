@@ -107,7 +107,8 @@ rule agreement_report:
 
 rule convergence_report:
     """How far each run moved when its training doubled (workflow.longer_of: the same runs on a
-    shorter schedule), and whether Table 1's verdicts hold at both budgets."""
+    shorter schedule), and whether Table 1's verdicts hold at both budgets; judged by the noise of
+    the chain's first preset."""
     input:
         unpack(P.convergence_inputs),
     output:
@@ -117,7 +118,7 @@ rule convergence_report:
     params:
         cfg=P.fingerprint("workflow", "data"),
         runs=lambda w: P.convergence_runs(w)["runs"],
-        shorter_runs=lambda w: P.convergence_runs(w)["shorter_runs"],
+        first_runs=lambda w: P.convergence_runs(w)["first_runs"],
     threads: 1
     resources:
         **P.resources("report"),
@@ -129,7 +130,9 @@ rule convergence_report:
         "python -m heptapod convergence --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
         " --runs {params.runs} --metrics {input.metrics} --likelihood {input.likelihood}"
         " --models {input.models} --logs {input.logs} --latents {input.latents}"
-        " --shorter-runs {params.shorter_runs} --shorter-metrics {input.shorter_metrics}"
+        " --shorter-runs {params.runs} --shorter-metrics {input.shorter_metrics}"
         " --shorter-likelihood {input.shorter_likelihood} --shorter-models {input.shorter_models}"
         " --shorter-logs {input.shorter_logs} --shorter-latents {input.shorter_latents}"
-        " --shorter-floor {input.shorter_floor} --out {output.md} 2>&1 | tee {log}"
+        " --first-runs {params.first_runs} --first-metrics {input.first_metrics}"
+        " --first-likelihood {input.first_likelihood} --first-models {input.first_models}"
+        " --first-logs {input.first_logs} --first-floor {input.first_floor} --out {output.md} 2>&1 | tee {log}"
