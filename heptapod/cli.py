@@ -227,8 +227,9 @@ def cmd_convergence(args, cfg) -> dict:
     if not cfg.workflow.longer_of:
         raise ConfigError(f"preset '{args.preset}' sets no workflow.longer_of: nothing to compare with")
     chain = longer_chain(load_params(args.params), args.preset)
+    # the shorter preset's files are those of the namesakes: the same run names as --runs
     files = [_run_files(args, runs, prefix) for runs, prefix in
-             ((args.shorter_runs, "shorter_"), (args.runs, ""), (args.first_runs, "first_"))]
+             ((args.runs, "shorter_"), (args.runs, ""), (args.first_runs, "first_"))]
     return convergence_report(*files, args.first_floor, cfg.sample.num_samples,
                               (args.shorter_latents, args.latents), (chain[1], args.preset, chain[-1]), args.out,
                               Path(args.out).with_suffix(".json"), cfg.data.dataset)
@@ -427,11 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="stability.md (a .json beside it)")
     p = add("convergence", cmd_convergence, "how far the runs of a preset moved from their namesakes in "
             "workflow.longer_of (the same runs, a shorter schedule), and whether Table 1's verdicts hold")
-    p.add_argument("--runs", required=True, nargs="+", help="the runs of this preset")
+    p.add_argument("--runs", required=True, nargs="+", help="the runs of this preset (and of their namesakes)")
     _run_file_args(p, "--runs")
     p.add_argument("--latents", required=True, help="this preset's test latent store")
-    p.add_argument("--shorter-runs", required=True, nargs="+", help="the namesakes in workflow.longer_of")
-    _run_file_args(p, "--shorter-runs", prefix="shorter-")
+    _run_file_args(p, "--runs: the namesakes in workflow.longer_of", prefix="shorter-")
     p.add_argument("--shorter-latents", required=True, help="workflow.longer_of's test latent store")
     p.add_argument("--first-runs", required=True, nargs="+",
                    help="every Table 1 run of the chain's first preset (following workflow.longer_of): the seed noise")

@@ -328,7 +328,7 @@ def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_pat
                    r.format("evaluate") + "noise_floor.json", "--out-dir", out],
         "index": ["--report", r.format("report") + "README.md", "--out", out + ".md"],
         "stability": ["--first", r.format("report"), "--second", r.format("report"), "--out", out + ".md"],
-        "convergence": ["--runs", "2d-random", *run_files, "--latents", lat + "test.h5", "--shorter-runs", "2d-random",
+        "convergence": ["--runs", "2d-random", *run_files, "--latents", lat + "test.h5",
                         *[f"--shorter-{a[2:]}" if a.startswith("--") else a for a in run_files],
                         "--shorter-latents", lat + "test.h5", "--first-runs", "2d-random",
                         *[f"--first-{a[2:]}" if a.startswith("--") else a for a in run_files], "--first-floor",

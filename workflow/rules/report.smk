@@ -130,7 +130,7 @@ rule convergence_report:
         "python -m heptapod convergence --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
         " --runs {params.runs} --metrics {input.metrics} --likelihood {input.likelihood}"
         " --models {input.models} --logs {input.logs} --latents {input.latents}"
-        " --shorter-runs {params.runs} --shorter-metrics {input.shorter_metrics}"
+        " --shorter-metrics {input.shorter_metrics}"
         " --shorter-likelihood {input.shorter_likelihood} --shorter-models {input.shorter_models}"
         " --shorter-logs {input.shorter_logs} --shorter-latents {input.shorter_latents}"
         " --first-runs {params.first_runs} --first-metrics {input.first_metrics}"
