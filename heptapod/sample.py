@@ -26,6 +26,7 @@ from heptapod.models.heptapod import Heptapod
 from heptapod.tokenizers.stage import file_sha256, load_tokenizer
 from heptapod.train import load_generator
 from heptapod.utils.blocks import BlockCache, shard_blocks
+from heptapod.utils.device import autocast
 from heptapod.utils.io import atomic_dir, atomic_path
 from heptapod.utils.training import batches, progress, step_generator
 
@@ -47,8 +48,9 @@ def generate_batch(model: Heptapod, tokenizer: torch.nn.Module, labels: torch.Te
                    batch: int) -> np.ndarray:
     """uint8 images (B, C, H, W) of batch number ``batch`` (its randomness: step_generator(seed, batch))."""
     device = next(model.parameters()).device
-    tokens = model.sample(labels.to(device), cfg.temperature, step_generator(cfg.seed, batch),
-                          positions_per_step=cfg.positions_per_step, steps=cfg.steps)
+    with autocast(device):  # bf16 on a GPU, as in training; full precision on a CPU
+        tokens = model.sample(labels.to(device), cfg.temperature, step_generator(cfg.seed, batch),
+                              positions_per_step=cfg.positions_per_step, steps=cfg.steps)
     return to_uint8(tokenizer.decode(tokens_to_latents(tokens, model.spec.grid_size)))
 
 

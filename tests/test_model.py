@@ -198,3 +198,19 @@ def test_continuous_tokens_no_leakage_and_cached_sampling():
     a = m.sample(labels, generator=torch.Generator().manual_seed(2), use_cache=True)
     b = m.sample(labels, generator=torch.Generator().manual_seed(2), use_cache=False)
     assert a.shape == (2, 16, 3) and torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("head,window,tokens,k", [("global", 16, "discrete", 1), ("global", 16, "discrete", 4),
+                                                   ("local", 4, "discrete", 2), ("1d", 16, "discrete", 1),
+                                                   ("global", 16, "continuous", 1), ("global", 16, "continuous", 4)])
+def test_sampling_runs_under_bf16_autocast(head, window, tokens, k):
+    """On a GPU the bench samples in bf16 autocast: the head and backbone outputs come in bf16
+    while the sampler's buffers keep the model's dtype (found on an H200; CPU autocast is the same)."""
+    extra = dict(tokens="continuous", token_dim=3, diffloss_width=16, diffloss_depth=1) if tokens == "continuous" else {}
+    m = tiny(head, window, **extra)
+    m.out.sample_steps = 5
+    labels = torch.tensor([0, 1, 2])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m.sample(labels, generator=torch.Generator().manual_seed(0), positions_per_step=k)
+    assert out.shape[:2] == (3, 16) and out.dtype == (torch.float32 if tokens == "continuous" else torch.long)
+    assert torch.isfinite(out.float()).all()

@@ -286,7 +286,8 @@ class Heptapod(nn.Module):
             with clock("head"):
                 z = self.head.step(ctx, pos)  # (B, k, D); the 1D head gives (B, D) with k = 1
                 tok = self.out.sample(z.reshape(b * k, d), temperature, generator)
-            tok = tok.view(b, k, *tok.shape[1:])
+            # under autocast the outputs come in bf16; the buffers keep the model's dtype
+            tok = tok.view(b, k, *tok.shape[1:]).to(tokens.dtype)
             tokens[arange[:, None], pos] = tok
             if t + k == n_pos:
                 break
@@ -299,7 +300,7 @@ class Heptapod(nn.Module):
                 else:
                     seq = tokens[arange[:, None], order[:, :t + k]]
                     h = self.backbone(self.backbone_inputs(seq, order, labels))[:, -k:]
-                h = self.to_head(h)
+                h = self.to_head(h).to(dtype)
             ctx.states_by_step[:, t + 1:t + 1 + k] = h
             ctx.states_by_pos[arange[:, None], pos] = h
             ctx.visible[arange[:, None], pos] = True
