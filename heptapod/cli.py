@@ -26,7 +26,7 @@ from heptapod.utils.launch import LaunchError, launch_ddp, under_torchrun
 log = logging.getLogger("heptapod")
 # stages that take a HEPTAPOD_GPUS device
 GPU_STAGES = {"train", "sample", "progress", "likelihood", "noise-floor", "speed", "extract-latents", "evaluate",
-              "evaluate-tokenizer", "bench"}
+              "evaluate-tokenizer", "bench", "bench-scale", "train-tokenizer", "train-classifier"}
 
 
 def _common(p: argparse.ArgumentParser, variant: bool = False) -> None:
@@ -253,6 +253,22 @@ def cmd_analyze(args, cfg) -> dict:
     return stage.write_probe(cfg, args.preset, models, args.train_latents, latents, args.out_dir)
 
 
+def cmd_bench_scale(args, cfg) -> dict:
+    import tempfile
+
+    from heptapod.scale_bench import run_scale_bench, synthetic_latents
+
+    def write(out: dict) -> None:
+        _stamped(args.out, out, args, cfg)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = max(max(args.batches, default=2) * (args.steps + 2), args.sample_batch)
+        latents = synthetic_latents(cfg, Path(tmp) / "latents.h5", rows)
+        out = run_scale_bench(cfg, latents, args.batches, args.positions, args.sample_batch, args.steps,
+                              args.compile_batch, write)
+    return {"largest_fitting_batch": out["train"]["largest_fitting_batch"]}
+
+
 def cmd_bench(args, cfg) -> dict:
     from heptapod.bench import run_bench
 
@@ -452,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p = add("bench", cmd_bench, "training/sampling/loader throughput, written as JSON")
     p.add_argument("--latents", required=True)
+    p.add_argument("--out", required=True)
+    p = add("bench-scale", cmd_bench_scale, "paper-scale training/sampling throughput, MFU and memory of "
+            "a preset's model on synthetic latents of its tokenizer's shape, written as JSON", variant=True)
+    p.add_argument("--batches", type=int, nargs="*", default=[32, 64, 128, 256],
+                   help="training batches, tried in order until one does not fit (none: no training)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per batch (after 2 warm-up steps)")
+    p.add_argument("--positions", type=int, nargs="*", default=[1, 4], help="sampling: positions per step k (none: no sampling)")
+    p.add_argument("--sample-batch", type=int, default=256)
+    p.add_argument("--compile-batch", type=int, default=None, help="also time torch.compile at this batch")
     p.add_argument("--out", required=True)
     p = add("schema", cmd_schema, "print, write or check the params JSON schema")
     p.add_argument("--path", default="workflow/schemas/params.schema.yaml")

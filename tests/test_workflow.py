@@ -335,6 +335,7 @@ def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_pat
                         r.format("evaluate") + "noise_floor.json", "--out", out + ".md"],
         "publish": ["--src", r.format("report"), "--out-dir", out],
         "bench": ["--latents", lat + "train.h5", "--out", out + ".json"],
+        "bench-scale": ["--batches", "2", "--steps", "1", "--positions", "--out", out + ".json"],
         "analyze": ["--name", "attention", "--runs", "2d-random", "--models", run + "/model.pt", "--latents",
                     lat + "test.h5", "--out-dir", out],
         "schema": [], "params": [], "model-params": [],

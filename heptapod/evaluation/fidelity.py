@@ -57,14 +57,16 @@ def build_classifier(meta: dict) -> Classifier:
 
 
 def train_classifier(cfg: ClassifierConfig, train: tuple[np.ndarray, np.ndarray],
-                     test: tuple[np.ndarray, np.ndarray], num_classes: int, out: str | Path) -> dict:
-    """Train on the train split, report test accuracy, save an atomic checkpoint."""
+                     test: tuple[np.ndarray, np.ndarray], num_classes: int, out: str | Path,
+                     device: torch.device = torch.device("cpu")) -> dict:
+    """Train on the train split (on ``device``; batches are drawn on the CPU, so the draws do
+    not depend on it), report test accuracy, save an atomic checkpoint."""
     images, labels = train
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     meta = {"channels": images.shape[1], "num_classes": num_classes, "width": cfg.width}
     # channels-last convolutions are ~1.5x faster on CPU; the weights are the same tensors
-    model = build_classifier(meta).to(memory_format=torch.channels_last)
+    model = build_classifier(meta).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     model.train()
@@ -74,7 +76,7 @@ def train_classifier(cfg: ClassifierConfig, train: tuple[np.ndarray, np.ndarray]
         x = to_float(images[idx.numpy()])
         flip = torch.rand(len(x), generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x).contiguous(memory_format=torch.channels_last)
-        loss = F.cross_entropy(model(x)[1], torch.as_tensor(labels[idx.numpy()]))
+        loss = F.cross_entropy(model(x.to(device))[1], torch.as_tensor(labels[idx.numpy()]).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -90,9 +92,9 @@ def train_classifier(cfg: ClassifierConfig, train: tuple[np.ndarray, np.ndarray]
 
 @torch.no_grad()
 def classifier_accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
-    correct = 0
+    correct, device = 0, next(model.parameters()).device
     for lo in range(0, len(images), 1000):
-        logits = model(to_float(images[lo:lo + 1000]))[1]
+        logits = model(to_float(images[lo:lo + 1000]).to(device))[1].cpu()
         correct += int((logits.argmax(1) == torch.as_tensor(labels[lo:lo + 1000])).sum())
     return correct / len(images)
 

@@ -136,7 +136,8 @@ def classifier_stage(cfg: Config, train_images: str | Path, test_images: str | P
 
     train_x, train_y, attrs = load_images(train_images)
     test_x, test_y, _ = load_images(test_images)
-    return train_classifier(cfg.classifier, (train_x, train_y), (test_x, test_y), attrs["num_classes"], out)
+    return train_classifier(cfg.classifier, (train_x, train_y), (test_x, test_y), attrs["num_classes"], out,
+                            resolve_device(cfg.workflow.device))
 
 
 def likelihood_stage(cfg: Config, model_path: str | Path, test_latents: str | Path) -> dict:

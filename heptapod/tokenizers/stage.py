@@ -18,6 +18,7 @@ from heptapod.data.store import merge_parts, write_part
 from heptapod.tokenizers.published import LlamaGenVQConfig, MARKLConfig, build_published, load_published
 from heptapod.tokenizers.vq import TOKENIZERS, TokenizerSpec, build_tokenizer
 from heptapod.utils.blocks import BlockCache, shard_blocks
+from heptapod.utils.device import resolve_device
 from heptapod.utils.io import load_checkpoint, save_checkpoint
 from heptapod.utils.training import Resumable, batches, check_finite, progress, step_generator
 
@@ -43,10 +44,12 @@ def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str |
     if kind not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer kind '{kind}' (known: {', '.join(TOKENIZERS)})")
     images, _, _ = load_images(train_images)
+    device = resolve_device(cfg.workflow.device)
     torch.manual_seed(tc.seed)
     model = build_tokenizer(TokenizerSpec.from_config(tc, images.shape[1], kind))
     if kind == "vq":
         model.init_codebook(to_float(images[:1024]), step_generator(tc.seed, -1))
+    model.to(device)  # batches are drawn on the CPU: the same images on any device
     weight = tc.commitment if kind == "vq" else tc.kl_weight
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     state = Resumable(Path(out).with_suffix(".state.pt"), "tokenizer-state",
@@ -58,7 +61,7 @@ def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str |
     for step in range(start, tc.steps):
         gen = step_generator(tc.seed, step)
         idx = torch.randint(0, len(images), (tc.batch_size,), generator=gen).numpy()
-        x = to_float(images[idx])
+        x = to_float(images[idx]).to(device)
         torch.manual_seed(tc.seed * 1_000_003 + step)  # the KL's sampling noise, per step
         _, loss, stats = model(x, weight)
         check_finite(loss, step, "tokenizer")
@@ -71,7 +74,7 @@ def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str |
             state.save(step + 1, {"model": model, "opt": opt})
     bar.close()
     if kind == "kl":
-        model.calibrate(to_float(images[:2048]))
+        model.calibrate(to_float(images[:2048]).to(device))
     save_checkpoint(out, {"kind": "tokenizer", "spec": model.spec_dict(), "state_dict": model.state_dict()})
     state.path.unlink(missing_ok=True)
     return {"steps": tc.steps, "seconds": time.perf_counter() - t0, "last_batch": stats}
