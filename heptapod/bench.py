@@ -27,7 +27,7 @@ from heptapod.data.store import LatentStore
 from heptapod.models.heptapod import Heptapod, ModelSpec
 from heptapod.sample import balanced_labels
 from heptapod.train import build_model, training_batch
-from heptapod.utils.device import autocast, resolve_device
+from heptapod.utils.device import autocast, resolve_device, synced_time
 from heptapod.utils.training import step_generator
 
 
@@ -42,36 +42,30 @@ def backbone_only_loss(model: Heptapod, tokens, labels, order, prefix) -> torch.
     return F.cross_entropy(model.out.logits(h).flatten(0, 1), seq.flatten())
 
 
-def _synced(device: torch.device) -> float:
-    """A timestamp after the device has finished its queued work (CUDA runs asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
 
 def _time_train(model: Heptapod, loss_fn, batches_, steps: int) -> float:
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     times = []
     for i, batch in enumerate(batches_[: steps + 2]):
-        t0 = _synced(device)
+        t0 = synced_time(device)
         with autocast(device):
             loss = loss_fn(*batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if i >= 2:  # the first steps pay allocation and warm-up costs
-            times.append(_synced(device) - t0)
+            times.append(synced_time(device) - t0)
     return sorted(times)[len(times) // 2]  # median
 
 
 def _time_sample(model: Heptapod, labels: torch.Tensor, **kw) -> tuple[float, dict]:
     device = next(model.parameters()).device
     timer: dict = {}
-    t0 = _synced(device)
+    t0 = synced_time(device)
     with autocast(device):
         model.sample(labels.to(device), generator=step_generator(0, 0), timer=timer, **kw)
-    return _synced(device) - t0, timer
+    return synced_time(device) - t0, timer
 
 
 def parallel_decoding(model: Heptapod, labels: torch.Tensor, ks: list[int]) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +29,7 @@ from heptapod.data.store import LatentStore, write_arrays
 from heptapod.models.heptapod import Heptapod
 from heptapod.sample import balanced_labels
 from heptapod.train import build_model, step_flops, training_batch
-from heptapod.utils.device import autocast, resolve_device
+from heptapod.utils.device import autocast, resolve_device, synced_time
 from heptapod.utils.training import step_generator
 
 IMAGENET_CLASSES = 1000
@@ -57,11 +56,6 @@ def synthetic_latents(cfg: Config, path: str | Path, rows: int, num_classes: int
     write_arrays(path, "latents", arrays, attrs, chunk_rows=min(rows, 1024))
     return Path(path)
 
-
-def _synced(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def _train_step_fn(model: Heptapod, step: Callable, device: torch.device, clip: float) -> Callable:
@@ -106,10 +100,10 @@ def time_training(cfg: Config, model: Heptapod, store: LatentStore, batch: int, 
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for i, b in enumerate(batches):
-        t0 = _synced(device)
+        t0 = synced_time(device)
         run(b)
         if i >= 2:  # the first steps pay allocation, autotuning and compilation
-            times.append(_synced(device) - t0)
+            times.append(synced_time(device) - t0)
     t = float(np.median(times))
     flops = image_flops * batch
     row = {"batch": batch, "step_s": t, "images_per_s": batch / t, "step_tflop": flops / 1e12,
@@ -152,9 +146,9 @@ def time_sampling(model: Heptapod, batch: int, num_classes: int, k: int) -> dict
         model.sample(labels[:2], generator=step_generator(0, 0), positions_per_step=k)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        t0 = _synced(device)
+        t0 = synced_time(device)
         model.sample(labels, generator=step_generator(0, 1), positions_per_step=k)
-        t = _synced(device) - t0
+        t = synced_time(device) - t0
     row = {"batch": batch, "positions_per_step": k, "steps": -(-model.spec.num_positions // k),
            "seconds": t, "images_per_s": batch / t}
     if device.type == "cuda":
