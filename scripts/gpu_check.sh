@@ -14,7 +14,7 @@
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]      (default results/bench/gpu-check)
 # Offline machines without the project's Python packages: WHEELS=dir installs dir/*.whl into
-# /tmp/site first (the machine's own torch is used). Fashion-MNIST is read from
+# /tmp/site first (the machine's own torch is used; scripts/gpu_wheels.sh collects them). Fashion-MNIST is read from
 # /usr/share/datasets/fashion-mnist, or copied there from FASHION_MNIST=dir. A dry run of the
 # script itself on a CPU: SCALE_PRESETS=smoke CHECK_PRESET=smoke BATCHES="4 8" COMPILE_BATCH=4.
 set -u
