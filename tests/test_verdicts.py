@@ -191,3 +191,29 @@ def test_a_doubled_run_has_stopped_moving_only_within_the_threshold():
     still = judge_runs(run(6000, 0.0, 90.0), run(12000, 0.01, 95.0), noise)
     assert still["nll"]["moved"] == "stopped moving" and still["fid"]["moved"] == "got worse"
     assert still["fid"]["relative_gain"] == pytest.approx(-5 / 90)
+
+
+def test_fig6_early_verdict_averages_every_seeds_first_snapshot(tmp_path):
+    """The first-snapshot comparison uses each token type's seeds, not only its first seed."""
+    import json
+
+    from heptapod.report.statements import tokens_statement
+
+    def progress(run, first_fid):
+        path = tmp_path / f"{run}.json"
+        path.write_text(json.dumps({"progress": [{"step": 750, "fid": first_fid}, {"step": 1500, "fid": 150.0}]}))
+        return path
+
+    files = {"vq": progress("vq", 200.0), "vq@1": progress("vq@1", 212.0),
+             "kl": progress("kl", 209.0), "kl@1": progress("kl@1", 211.0)}
+    agg = pd.DataFrame([{"variant": "vq", "tokens": "discrete", "fid": 94.0, "seeds": 2},
+                        {"variant": "kl", "tokens": "continuous", "fid": 78.0, "seeds": 2}])
+    noise = {"fid": Noise(1.0, 0.1), "nll": Noise(0.01, None)}
+    floor = {"by_count": {"500": {"fid_sd": 1.5}}}
+    text, verdict = tokens_statement(agg, files, floor, noise, 500)
+    # seed 0 alone: 200 vs 209 (a gap of 9 > threshold 3) would agree; the means are 206 vs 210
+    assert verdict["fid_early"] == "agrees" and "mean over 2 seeds and 2 seeds" in text
+    assert "vq 206 vs kl 210" in text
+    files["kl@1"] = progress("kl@1", 203.0)  # means 206 vs 206: no longer a difference
+    assert tokens_statement(agg, files, floor, noise, 500)[1]["fid_early"] == "within noise"
+    assert tokens_statement(agg, files, floor, noise, 500)[1]["fid_end"] == "agrees"

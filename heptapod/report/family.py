@@ -56,12 +56,12 @@ def write_family(params: dict, preset: str, cfg: Config, family: str, files: dic
         table["n"] = list(agg["n"])
     if family == "fig7":
         table["w*n"] = list(agg["window"] * agg["n"])
-    first_seed = {run: f.progress for run, f in files.items() if "@" not in run}
     statement, verdict = {
         "table1": lambda: statements.order_statement(agg, paper_cols, "Table 1", noise),
         "table2": lambda: statements.table2_statement(preset, agg, paper_cols),
         "table4": lambda: statements.order_statement(agg, paper_cols, "Table 4", noise),
-        "fig6": lambda: statements.tokens_statement(agg, first_seed, floor, noise, cfg.sample.progress_samples),
+        "fig6": lambda: statements.tokens_statement(agg, {run: f.progress for run, f in files.items()}, floor,
+                                                    noise, cfg.sample.progress_samples),
         "fig7": lambda: statements.window_statement(agg, noise),
         "fig8": lambda: statements.density_statement(agg, noise, one_d_random(seed_rows)),
     }[family]()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from heptapod import paper, verdicts
+from heptapod.config import split_run
 from heptapod.report.runs import METRICS, MOVING, PER_IMAGE
 from heptapod.report.tables import fmt, pm
 from heptapod.utils.io import read_json
@@ -140,23 +142,29 @@ def window_statement(agg: pd.DataFrame, noise: dict) -> tuple[str, dict]:
 
 def tokens_statement(agg: pd.DataFrame, progress: dict[str, Path], floor: dict | None,
                      noise: dict, progress_samples: int) -> tuple[str, dict]:
-    """Paper: VQ converges faster early, the VAE ends better. Judged at the first snapshot (with
-    the floor at the snapshots' sample count) and at the end (with the family's FID noise);
-    ``progress`` holds each variant's snapshot scores."""
+    """Paper: VQ converges faster early, the VAE ends better. Judged at the first snapshot (its
+    FID averaged over each variant's seeds; the floor at the snapshots' sample count) and at the
+    end (with the family's FID noise); ``progress`` holds every run's snapshot scores."""
     if len(agg) < 2:
         return "Fig. 6: not enough token types to compare.", {}
     kinds = dict(zip(agg["tokens"], agg["variant"]))
     if set(kinds) != {"discrete", "continuous"}:
         return "Fig. 6: needs one discrete and one continuous run.", {}
     vq, kl = kinds["discrete"], kinds["continuous"]
-    prog = {r: pd.DataFrame(read_json(progress[r])["progress"]) for r in (vq, kl)}
+    firsts: dict[str, list[dict]] = {}
+    for run, path in progress.items():
+        firsts.setdefault(split_run(run)[0], []).append(read_json(path)["progress"][0])
+    steps = {int(f["step"]) for v in (vq, kl) for f in firsts[v]}
+    if len(steps) != 1:
+        raise ValueError(f"Fig. 6: the runs' first snapshots are at different steps {sorted(steps)}")
+    first = {v: float(np.mean([f["fid"] for f in firsts[v]])) for v in (vq, kl)}
+    seeds = " and ".join(f"{len(firsts[v])} seed{'s' * (len(firsts[v]) > 1)}" for v in (vq, kl))
     early_floor = (floor or {}).get("by_count", {}).get(str(progress_samples), {}).get("fid_sd")
     early_thr = verdicts.Noise(noise["fid"].seed_sd, early_floor).threshold()
-    first = {r: float(p["fid"].iloc[0]) for r, p in prog.items()}
     early = verdicts.compare(first[vq], first[kl], "fid", early_thr)
     late, late_text = judge(agg, kl, vq, "fid", noise)
-    text = (f"Fig. 6 (paper: {paper.CLAIMS['fig6']}). Early (first snapshot, step "
-            f"{int(prog[vq]['step'].iloc[0])}): VQ faster by FID: **{early}** ({vq} {fmt(first[vq])} vs "
+    text = (f"Fig. 6 (paper: {paper.CLAIMS['fig6']}). Early (first snapshot, step {steps.pop()}, "
+            f"mean over {seeds}): VQ faster by FID: **{early}** ({vq} {fmt(first[vq])} vs "
             f"{kl} {fmt(first[kl])}, threshold {fmt(early_thr)}). End: VAE better by FID: **{late}** "
             f"({late_text}).")
     return text, {"fid_early": early, "fid_end": late}
