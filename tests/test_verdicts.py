@@ -213,9 +213,10 @@ def test_fig6_early_verdict_averages_every_seeds_first_snapshot(tmp_path):
     text, verdict = tokens_statement(agg, files, floor, noise, 500)
     # seed 0 alone: 200 vs 209 would agree; the means are 206 vs 210, and the first snapshot's
     # own seed SD (pooled: sqrt((72 + 2) / 2) = 6.1) makes the threshold 12.17, not 3
-    assert "mean over 2 seeds and 2 seeds" in text and "vq 206 vs kl 210" in text
+    assert "mean over 2 and 2 seeds" in text and "vq 206 vs kl 210" in text
     assert verdict == {"fid_early": "within noise", "fid_end": "agrees"}
     assert "threshold 12.17 from the first snapshot's seed SD" in text
     one_seed = {"vq": files["vq"], "kl": files["kl"]}  # no replicates: the end's seed SD (1.0), floor 1.5
     text, verdict = tokens_statement(agg, one_seed, floor, noise, 500)
     assert verdict["fid_early"] == "agrees" and "threshold 3 from the end's seed SD" in text
+    assert "step 750, one seed each" in text

@@ -158,7 +158,8 @@ def tokens_statement(agg: pd.DataFrame, progress: dict[str, Path], floor: dict |
     if len(steps) != 1:
         raise ValueError(f"Fig. 6: the runs' first snapshots are at different steps {sorted(steps)}")
     first = {v: float(np.mean([f["fid"] for f in firsts[v]])) for v in (vq, kl)}
-    seeds = " and ".join(f"{len(firsts[v])} seed{'s' * (len(firsts[v]) > 1)}" for v in (vq, kl))
+    counts = [len(firsts[v]) for v in (vq, kl)]
+    seeds = "one seed each" if counts == [1, 1] else f"mean over {counts[0]} and {counts[1]} seeds"
     early_floor = (floor or {}).get("by_count", {}).get(str(progress_samples), {}).get("fid_sd")
     # seeds spread far more early in training than at the end: with replicates, the first
     # snapshot is judged by its own seed SD, else by the family's (end-of-training) one
@@ -168,7 +169,7 @@ def tokens_statement(agg: pd.DataFrame, progress: dict[str, Path], floor: dict |
     early = verdicts.compare(first[vq], first[kl], "fid", early_thr)
     late, late_text = judge(agg, kl, vq, "fid", noise)
     text = (f"Fig. 6 (paper: {paper.CLAIMS['fig6']}). Early (first snapshot, step {steps.pop()}, "
-            f"mean over {seeds}): VQ faster by FID: **{early}** ({vq} {fmt(first[vq])} vs "
+            f"{seeds}): VQ faster by FID: **{early}** ({vq} {fmt(first[vq])} vs "
             f"{kl} {fmt(first[kl])}, threshold {fmt(early_thr)} from {sd_from} seed SD). End: VAE better "
             f"by FID: **{late}** "
             f"({late_text}).")
