@@ -18,6 +18,7 @@ import dataclasses
 import multiprocessing
 import platform
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,20 +44,29 @@ def backbone_only_loss(model: Heptapod, tokens, labels, order, prefix) -> torch.
 
 
 
-def _time_train(model: Heptapod, loss_fn, batches_, steps: int) -> float:
-    device = next(model.parameters()).device
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+def median_step_s(run_step: Callable, batches_, steps: int, device: torch.device) -> float:
+    """Median wall time of ``run_step(batch)`` over ``steps`` batches after 2 warm-up steps."""
     times = []
     for i, batch in enumerate(batches_[: steps + 2]):
         t0 = synced_time(device)
+        run_step(batch)
+        if i >= 2:  # the first steps pay allocation, autotuning and compilation
+            times.append(synced_time(device) - t0)
+    return sorted(times)[len(times) // 2]  # median
+
+
+def _time_train(model: Heptapod, loss_fn, batches_, steps: int) -> float:
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def run_step(batch) -> None:
         with autocast(device):
             loss = loss_fn(*batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i >= 2:  # the first steps pay allocation and warm-up costs
-            times.append(synced_time(device) - t0)
-    return sorted(times)[len(times) // 2]  # median
+
+    return median_step_s(run_step, batches_, steps, device)
 
 
 def _time_sample(model: Heptapod, labels: torch.Tensor, **kw) -> tuple[float, dict]:

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from heptapod.bench import median_step_s
 from heptapod.config import Config
 from heptapod.data.store import LatentStore, write_arrays
 from heptapod.models.heptapod import Heptapod
@@ -55,7 +56,6 @@ def synthetic_latents(cfg: Config, path: str | Path, rows: int, num_classes: int
         attrs |= {"tokenizer": "vq", "vocab_size": v, "token_dim": 1}
     write_arrays(path, "latents", arrays, attrs, chunk_rows=min(rows, 1024))
     return Path(path)
-
 
 
 def _train_step_fn(model: Heptapod, step: Callable, device: torch.device, clip: float) -> Callable:
@@ -98,13 +98,7 @@ def time_training(cfg: Config, model: Heptapod, store: LatentStore, batch: int, 
     run = _train_step_fn(model, step, device, cfg.train.grad_clip)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i, b in enumerate(batches):
-        t0 = synced_time(device)
-        run(b)
-        if i >= 2:  # the first steps pay allocation, autotuning and compilation
-            times.append(synced_time(device) - t0)
-    t = float(np.median(times))
+    t = median_step_s(run, batches, steps, device)
     flops = image_flops * batch
     row = {"batch": batch, "step_s": t, "images_per_s": batch / t, "step_tflop": flops / 1e12,
            "tflops_per_s": flops / t / 1e12, "compiled": compiled}
