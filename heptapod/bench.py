@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import platform
 import time
 from typing import Callable
 
@@ -28,7 +27,7 @@ from heptapod.data.store import LatentStore
 from heptapod.models.heptapod import Heptapod, ModelSpec
 from heptapod.sample import balanced_labels
 from heptapod.train import build_model, training_batch
-from heptapod.utils.device import autocast, resolve_device, synced_time
+from heptapod.utils.device import autocast, machine, resolve_device, synced_time
 from heptapod.utils.training import step_generator
 
 
@@ -170,9 +169,7 @@ def run_bench(cfg: Config, latents_path: str) -> dict:
     loader_bps = n_loader / (time.perf_counter() - t0)
 
     return {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "device": device.type,
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "machine": machine(device),
         "tokens": cfg.model.tokens,
         "model": {"params": model.num_params(), "width": cfg.model.width,
                   "depth": f"{cfg.model.backbone_depth}/{cfg.model.head_depth}",

@@ -39,7 +39,10 @@ def _common(p: argparse.ArgumentParser, variant: bool = False) -> None:
 
 def _stamped(path: str, out: dict, args, cfg) -> None:
     """Write a stage's result with the provenance of this command."""
-    write_json(path, {**out, **provenance(args.preset, cfg.data.dataset, getattr(args, "variant", None))})
+    prov = provenance(args.preset, cfg.data.dataset, getattr(args, "variant", None))
+    if "machine" in out:  # a benchmark's own, fuller description of the machine it measured
+        del prov["machine"]
+    write_json(path, {**out, **prov})
 
 
 def cmd_prepare(args, cfg) -> dict:

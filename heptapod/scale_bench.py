@@ -17,7 +17,6 @@ time limit still leaves what it measured, marked as such.
 from __future__ import annotations
 
 import dataclasses
-import platform
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +29,7 @@ from heptapod.data.store import LatentStore, write_arrays
 from heptapod.models.heptapod import Heptapod
 from heptapod.sample import balanced_labels
 from heptapod.train import build_model, step_flops, training_batch
-from heptapod.utils.device import autocast, resolve_device, synced_time
+from heptapod.utils.device import autocast, machine, resolve_device, synced_time
 from heptapod.utils.training import step_generator
 
 IMAGENET_CLASSES = 1000
@@ -148,15 +147,6 @@ def time_sampling(model: Heptapod, batch: int, num_classes: int, k: int) -> dict
     if device.type == "cuda":
         row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return row
-
-
-def machine(device: torch.device) -> dict:
-    out = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "device": device.type}
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        out |= {"gpu": p.name, "gpu_memory_gib": p.total_memory / 2**30, "cuda": torch.version.cuda}
-    return out
 
 
 def run_scale_bench(cfg: Config, latents: str | Path, batches: list[int], positions: list[int],

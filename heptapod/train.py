@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from heptapod.config import Config, fingerprint
 from heptapod.data.store import LatentStore
 from heptapod.models.heptapod import Heptapod, ModelSpec
-from heptapod.utils.device import autocast, resolve_device
+from heptapod.utils.device import autocast, machine, machine_label, resolve_device
 from heptapod.utils.io import load_checkpoint, save_checkpoint
 from heptapod.utils.training import (
     EMA, MetricsLog, Resumable, StaleCheckpoint, check_finite, lr_at, param_groups, progress, step_generator,
@@ -235,7 +235,9 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
     if stop < tc.steps:
         return {"stopped_at": stop}
     extra = {"step_flops": flops, "train_flops": flops * tc.steps,
-             "sequences_seen": tc.steps * tc.batch_size}
+             "sequences_seen": tc.steps * tc.batch_size,
+             # where the run finished training (a resumed run may have started elsewhere)
+             "machine": machine_label(machine(device)) + (f" x {world} processes" if world > 1 else "")}
     if main:
         save_checkpoint(out_dir / "model.pt", _generator_checkpoint(model, ema, tc.steps, store, extra))
         log.publish()

@@ -52,6 +52,7 @@ def write_report(preset: str, cfg: Config, files: dict[str, RunFiles], families:
     grid = cfg.data.image_size // cfg.tokenizer.downsample
     extractor_line = (f"{extractor}; its test accuracy {clf['test_accuracy']:.4f}" if clf else extractor)
     evaluated = ", ".join(f"`{c}`" for c in sorted(set(rows["commit"])))
+    machines = "; ".join(sorted(set(rows["machine"])))
     reference = rows["reference"].iloc[0]
     reference = (f"{int(reference)} held-out test images" if reference == reference and reference is not None
                  else f"the reference statistics `{cfg.evaluate.reference_stats}`")
@@ -65,6 +66,7 @@ Written by the pipeline (`snakemake --cores all ablations --config preset={prese
 |---|---|
 | preset | `{preset}` |
 | commit | `{prov['commit']}` (report); runs evaluated at {evaluated} |
+| machine | runs trained on {machines} |
 | dataset | {cfg.data.dataset} ({cfg.data.image_size}x{cfg.data.image_size}, {cfg.data.channels} channel(s)) |
 | tokenizers | {', '.join(toks)} ({grid}x{grid} grid, N = {grid * grid}) |
 | feature extractor | {extractor_line} |

@@ -70,6 +70,8 @@ def run_row(run: str, files: RunFiles) -> dict:
         **last_quarter_row(val, ckpt["steps"]),
         "extractor": metrics["extractor"], "samples": metrics["num_fake"], "reference": metrics["num_real"],
         "commit": metrics.get("commit", "unknown"),  # the code that evaluated this run
+        # where it was trained, else evaluated (files written before either was recorded: unknown)
+        "machine": ckpt.get("machine") or metrics.get("machine", "unknown"),
     }
 
 

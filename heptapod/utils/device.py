@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -32,3 +34,32 @@ def synced_time(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device | None = None) -> dict:
+    """What the numbers were computed on. The CPU's vector capability picks torch's kernels, so
+    two machines that differ in it (AVX2 vs AVX-512) round differently and train apart."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "device": device.type}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        out |= {"gpu": p.name, "gpu_memory_gib": p.total_memory / 2**30, "cuda": torch.version.cuda}
+    return out
+
+
+def machine_label(m: dict) -> str:
+    """One line for a table: the GPU where there was one, else the CPU and its capability."""
+    where = m.get("gpu") or f"{m.get('cpu', '?')} ({m.get('cpu_capability', '?')})"
+    return f"{where}, torch {m.get('torch', '?')}, {m.get('threads', '?')} thread(s)"
