@@ -20,7 +20,7 @@ from pathlib import Path
 from heptapod.config import FAMILIES, ConfigError, load_config, load_params, longer_chain, preset_names
 from heptapod.data.store import StoreError
 from heptapod.provenance import provenance
-from heptapod.utils.io import CheckpointError, write_json
+from heptapod.utils.io import CheckpointError, read_json, write_json
 from heptapod.utils.launch import LaunchError, launch_ddp, under_torchrun
 
 log = logging.getLogger("heptapod")
@@ -216,12 +216,19 @@ def cmd_index(args, cfg) -> dict:
 def cmd_stability(args, cfg) -> dict:
     from heptapod.stability import stability_report
 
-    key = "rerun_of" if args.kind == "rerun" else "compare_to"
-    if not getattr(cfg.workflow, key):
+    # 'machine' compares any two reports of one preset (a committed one and a fresh run of it)
+    key = {"rerun": "rerun_of", "dataset": "compare_to"}.get(args.kind)
+    if key and not getattr(cfg.workflow, key):
         raise ConfigError(f"preset '{args.preset}' sets no workflow.{key}: nothing to compare with")
     families = list(cfg.workflow.families())
+    extractor = None
+    if args.runs:
+        files = (args.first_metrics, args.second_metrics, args.first_extractor)
+        if not all(f and len(f) == len(args.runs) for f in files):
+            raise ValueError("--first-metrics, --second-metrics and --first-extractor need one file per --runs entry")
+        extractor = {run: tuple(read_json(f[i]) for f in files) for i, run in enumerate(args.runs)}
     return stability_report(args.first, args.second, families, args.out, Path(args.out).with_suffix(".json"),
-                            args.kind)
+                            args.kind, extractor)
 
 
 def cmd_convergence(args, cfg) -> dict:
@@ -440,10 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p = add("stability", cmd_stability, "which verdicts of a preset's report survive its rerun "
             "(workflow.rerun_of), or hold on another data set (workflow.compare_to)")
-    p.add_argument("--kind", choices=["rerun", "dataset"], default="rerun",
-                   help="rerun: --first is workflow.rerun_of's report; dataset: workflow.compare_to's")
+    p.add_argument("--kind", choices=["rerun", "machine", "dataset"], default="rerun",
+                   help="rerun: --first is workflow.rerun_of's report; dataset: workflow.compare_to's; "
+                   "machine: the same preset's report from another machine (e.g. a copy of the committed one)")
     p.add_argument("--first", required=True, help="report folder of the preset rerun (workflow.rerun_of)")
     p.add_argument("--second", required=True, help="report folder of the rerun")
+    p.add_argument("--runs", nargs="+", default=None,
+                   help="the rerun's runs, to split each FID move into extractor and generator (with the next three)")
+    p.add_argument("--first-metrics", nargs="+", help="each run's metrics.json in the first run")
+    p.add_argument("--second-metrics", nargs="+", help="each run's metrics.json in the rerun")
+    p.add_argument("--first-extractor", nargs="+", help="each rerun sample set scored by the first run's classifier")
     p.add_argument("--out", required=True, help="stability.md (a .json beside it)")
     p = add("convergence", cmd_convergence, "how far the runs of a preset moved from their namesakes in "
             "workflow.longer_of (the same runs, a shorter schedule), and whether Table 1's verdicts hold")

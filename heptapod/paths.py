@@ -61,6 +61,8 @@ samples_png = Pattern(sample_dir + "/png")
 sample_grid = Pattern(sample_dir + "/grid.png")
 
 eval_metrics = Pattern(RESULTS + "/evaluate/{preset}/{variant}/metrics.json")
+# a rerun's samples scored by the first run's classifier: what the generators alone moved
+eval_first_extractor = Pattern(RESULTS + "/evaluate/{preset}/{variant}/metrics_first_extractor.json")
 likelihood = Pattern(RESULTS + "/evaluate/{preset}/{variant}/likelihood.json")
 progress = Pattern(RESULTS + "/evaluate/{preset}/{variant}/progress.json")
 noise_floor = Pattern(RESULTS + "/evaluate/{preset}/noise_floor.json")

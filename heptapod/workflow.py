@@ -253,10 +253,41 @@ class Pipeline:
         return wf.rerun_of if w.name == "stability" else wf.compare_to
 
     def agreement_inputs(self, w) -> dict[str, list[Path]]:
-        """Each family's verdicts in the compared preset and in this one."""
-        families = list(self.config(w.preset).workflow.families())
-        return {"first": [paths.family_report.of(self.compared_preset(w), f, "json") for f in families],
-                "second": [paths.family_report.of(w.preset, f, "json") for f in families]}
+        """Each family's verdicts in the compared preset and in this one; for a rerun scored by
+        a dataset classifier, also each run's FID in both and its rerun samples scored by the
+        first run's classifier (which part of a move the extractor made)."""
+        cfg, first = self.config(w.preset), self.compared_preset(w)
+        families = list(cfg.workflow.families())
+        out = {"first": [paths.family_report.of(first, f, "json") for f in families],
+               "second": [paths.family_report.of(w.preset, f, "json") for f in families]}
+        if self.splits_extractor(w):
+            runs = cfg.workflow.runs()
+            out |= {"first_metrics": [paths.eval_metrics.of(first, r) for r in runs],
+                    "second_metrics": [paths.eval_metrics.of(w.preset, r) for r in runs],
+                    "first_extractor": [paths.eval_first_extractor.of(w.preset, r) for r in runs]}
+        return out
+
+    def splits_extractor(self, w) -> bool:
+        """Whether a stability report can split each FID move into extractor and generator: a
+        rerun (not another data set) whose FID comes from the dataset classifier, retrained per run."""
+        cfg = self.config(w.preset)
+        return w.name == "stability" and not cfg.evaluate.inception_weights and not cfg.evaluate.reference_stats
+
+    def extractor_args(self, w, input) -> str:
+        """The per-run FID files of a stability report that splits each move (splits_extractor), as CLI options."""
+        if not self.splits_extractor(w):
+            return ""
+        files = "".join(f" --{k.replace('_', '-')} {' '.join(map(str, input[k]))}"
+                        for k in ("first_metrics", "second_metrics", "first_extractor"))
+        return f" --runs {' '.join(self.config(w.preset).workflow.runs())}{files}"
+
+    def first_extractor(self, w) -> dict[str, Path]:
+        """The rerun's held-out images and the first run's dataset classifier (workflow.rerun_of)."""
+        first = self.config(w.preset).workflow.rerun_of
+        if not first:
+            raise ValueError(f"preset '{w.preset}' sets no workflow.rerun_of: no first run's classifier")
+        return {"real": paths.data.of(w.preset, "test"), "classifier": paths.classifier.of(first),
+                "classifier_metrics": paths.classifier_metrics.of(first)}
 
     def convergence_chain(self, w) -> list[str]:
         """This preset, the one it trains longer (workflow.longer_of), ..., the chain's first."""

@@ -76,23 +76,43 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
 
     from heptapod.stability import stability_report
 
-    def family(fid_verdict, fid):
-        return {"verdict": {"fid": fid_verdict, "nll": "agrees"},
+    def family(fid_verdict, fid, commit):
+        return {"verdict": {"fid": fid_verdict, "nll": "agrees"}, "provenance": {"commit": commit},
+                "noise": {"fid": {"seed_sd": 0.5}, "nll": {"seed_sd": None}},
                 "variants": {"a": {"fid": fid, "nll": 2.0}, "b": {"fid": 50.0, "nll": None}}}
 
-    for name, verdict, fid in (("first", "agrees", 40.0), ("second", "within noise", 41.5)):
+    for name, verdict, fid, commit in (("first", "agrees", 40.0, "c1"), ("second", "within noise", 41.5, "c2")):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "table1.json").write_text(json.dumps(family(verdict, fid)))
+        (tmp_path / name / "table1.json").write_text(json.dumps(family(verdict, fid, commit)))
+    (tmp_path / "first" / "runs.csv").write_text("run,commit\na,e1\nb,e0\n")
     out = tmp_path / "stability.md"
     res = stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "stability.json")
     assert res == {"held": 1, "verdicts": 2}
     text = out.read_text()
     assert "**1 of 2 verdicts hold.**" in text and "| table1 | fid | agrees | within noise | **no** |" in text
-    assert "| table1 | a | 40 | 41.5 | 2 | 2 |" in text
-    # the same comparison between two data sets' reports, worded as such
+    # a's FID moved 1.5 = 3 seed SDs of the first report; b did not move; NLL has no seed SD
+    assert "| table1 | a | 40 | 41.5 | 3 | 2 | 2 | – |" in text and "| table1 | b | 50 | 50 | 0 | – | – | – |" in text
+    assert "Median move over the variants: FID 1.50 seed SDs (2 variants), NLL –." in text
+    # another machine: the same table, and which commits each report comes from
+    stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "m.json", "machine")
+    text = out.read_text()
+    assert "Does another machine reproduce the report?" in text and "| first machine | second machine |" in text
+    assert "first`: report written at `c1`, runs evaluated at `e0`, `e1`" in text
+    assert "second`: report written at `c2`\n" in text  # no runs.csv: no run commits to name
+    # the same comparison between two data sets' reports, worded as such, without moves (other scales)
     res = stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "d.json", "dataset")
     text = out.read_text()
     assert "**1 of 2 verdicts are the same on both.**" in text and "| family | comparison | first | second |" in text
+    assert "seed SDs" not in text and "| table1 | a | 40 | 41.5 | 2 | 2 |" in text
+    # a rerun whose FIDs come from a retrained classifier: each run's move split in two
+    split = {"a": ({"fid": 40.0}, {"fid": 41.5}, {"fid": 40.5}), "a@1": ({"fid": 44.0}, {"fid": 43.0}, {"fid": 46.0})}
+    stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "e.json", "rerun", split)
+    text = out.read_text()
+    assert "| a | 40 | 41.5 | 40.5 | +0.5 | +1 |" in text and "| a@1 | 44 | 43 | 46 | +2 | -3 |" in text
+    # medians of |moves|: generator side (0.5, 2) -> 1.25, extractor (1, 3) -> 2
+    assert "generator side 1.25, extractor 2 (the first report's FID seed SD: 0.5)." in text
+    assert json.loads((tmp_path / "e.json").read_text())["extractor_split"]["median_abs"] == {
+        "by_extractor": 2.0, "by_generator": 1.25}
 
 
 def test_margin_trend_says_whether_a_gap_closes_over_the_last_quarter():

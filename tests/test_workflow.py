@@ -11,8 +11,11 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import ROOT, copy_workflow
+
+from heptapod.utils.device import machine, machine_label
 
 pytestmark = pytest.mark.workflow
 
@@ -96,6 +99,8 @@ def test_smoke_ablations_end_to_end_then_cached(project):
         assert (report / png).stat().st_size > 1000, png
     text = (report / "README.md").read_text()
     assert "FID (dataset classifier)" in text and "paper FID" in text
+    here = machine_label(machine(torch.device("cpu"))).rsplit(",", 1)[0]  # jobs choose their own threads
+    assert f"| machine | runs trained on {here}, " in text
     for heading in ("Table 1 analogue", "Table 2 analogue", "Table 4 analogue", "Fig. 6 analogue",
                     "Fig. 7 analogue", "Fig. 8 analogue", "What agrees with the paper"):
         assert heading in text
@@ -160,6 +165,36 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     assert chained["first_budget"]["2d-random"]["nll"] == result["runs"]["2d-random"]["nll"]["before"]
     text = (project / "results/report/smoke-4x/convergence.md").read_text()
     assert "smoke (6 steps)" in text and "smoke-2x (12 steps)" in text and "smoke-4x (24 steps)" in text
+
+
+def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(project, tmp_path):
+    """A rerun of a preset (workflow.rerun_of, here with 2 threads per job): the 'stability'
+    target says which verdicts hold, and scores the rerun's samples with the first run's
+    classifier too, so that each run's FID move splits into generator side and extractor."""
+    import copy
+
+    from heptapod.config import load_params
+
+    smoke = load_params(project / "params.yaml")["presets"]["smoke"]
+    rerun = copy.deepcopy(smoke)
+    rerun["workflow"].update(table1=["1d-raster", "2d-random"], table2=[], window_sweep=[], density_sweep=[],
+                             depth_split=[], token_types=[], seeds=1, rerun_of="smoke")
+    rerun["resources"] = {"train": {"cpus": 2}, "train_classifier": {"cpus": 2}}
+    configfile = tmp_path / "smoke-rerun.yaml"
+    configfile.write_text(json.dumps({"presets": {"smoke-rerun": rerun}}))  # JSON is YAML
+    snakemake(project, "stability", "--configfile", str(configfile), "--config", "preset=smoke-rerun")
+    out = project / "results/report/smoke-rerun"
+    result = json.loads((out / "stability.json").read_text())
+    assert result["kind"] == "rerun" and set(result["families"]) == {"table1"}
+    split = result["extractor_split"]["runs"]
+    assert set(split) == {"1d-raster", "2d-random"}
+    for run, r in split.items():
+        first = json.loads((project / f"results/evaluate/smoke/{run}/metrics.json").read_text())
+        second = json.loads((project / f"results/evaluate/smoke-rerun/{run}/metrics.json").read_text())
+        fixed = json.loads((project / f"results/evaluate/smoke-rerun/{run}/metrics_first_extractor.json").read_text())
+        assert (r["first"], r["second"], r["second_first_extractor"]) == (first["fid"], second["fid"], fixed["fid"])
+        assert r["by_generator"] + r["by_extractor"] == pytest.approx(second["fid"] - first["fid"])
+    assert "## Extractor or generator?" in (out / "stability.md").read_text()
 
 
 def test_dvc_repro_publishes_every_table_and_plot(project):

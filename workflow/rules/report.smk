@@ -93,6 +93,7 @@ rule agreement_report:
         first=lambda w: paths.report_dir.of(P.compared_preset(w)),
         second=lambda w: paths.report_dir.of(w.preset),
         kind=lambda w: "rerun" if w.name == "stability" else "dataset",
+        extractor=P.extractor_args,
     threads: 1
     resources:
         **P.resources("report"),
@@ -102,7 +103,7 @@ rule agreement_report:
         "../../environment.yml"
     shell:
         "python -m heptapod stability --params $HEPTAPOD_PARAMS --preset {wildcards.preset} --kind {params.kind}"
-        " --first {params.first} --second {params.second} --out {output.md} 2>&1 | tee {log}"
+        " --first {params.first} --second {params.second}{params.extractor} --out {output.md} 2>&1 | tee {log}"
 
 
 rule convergence_report:
