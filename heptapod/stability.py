@@ -72,11 +72,13 @@ INTROS = {
 
 def _provenance_line(folder: Path, family: dict) -> str:
     """Which commit wrote the report and which commits its runs were evaluated at (``runs.csv``)."""
-    runs = folder / "runs.csv"
-    evaluated = (sorted({r["commit"] for r in csv.DictReader(runs.open())}) if runs.exists() else [])
+    rows = list(csv.DictReader((folder / "runs.csv").open())) if (folder / "runs.csv").exists() else []
+    evaluated = sorted({r["commit"] for r in rows})
+    machines = sorted({r["machine"] for r in rows if r.get("machine", "unknown") != "unknown"})
     prov = family.get("provenance", {})
     return (f"- `{folder}`: report written at `{prov.get('commit', '?')}`"
-            + (f", runs evaluated at {', '.join(f'`{c}`' for c in evaluated)}" if evaluated else ""))
+            + (f", runs evaluated at {', '.join(f'`{c}`' for c in evaluated)}" if evaluated else "")
+            + (f", trained on {'; '.join(machines)}" if machines else ""))
 
 
 def extractor_split(runs: dict[str, tuple[dict, dict, dict]]) -> dict:

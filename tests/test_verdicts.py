@@ -84,7 +84,7 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
     for name, verdict, fid, commit in (("first", "agrees", 40.0, "c1"), ("second", "within noise", 41.5, "c2")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "table1.json").write_text(json.dumps(family(verdict, fid, commit)))
-    (tmp_path / "first" / "runs.csv").write_text("run,commit\na,e1\nb,e0\n")
+    (tmp_path / "first" / "runs.csv").write_text("run,commit,machine\na,e1,Xeon (AVX512)\nb,e0,unknown\n")
     out = tmp_path / "stability.md"
     res = stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "stability.json")
     assert res == {"held": 1, "verdicts": 2}
@@ -97,7 +97,7 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
     stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "m.json", "machine")
     text = out.read_text()
     assert "Does another machine reproduce the report?" in text and "| first machine | second machine |" in text
-    assert "first`: report written at `c1`, runs evaluated at `e0`, `e1`" in text
+    assert "first`: report written at `c1`, runs evaluated at `e0`, `e1`, trained on Xeon (AVX512)\n" in text
     assert "second`: report written at `c2`\n" in text  # no runs.csv: no run commits to name
     # the same comparison between two data sets' reports, worded as such, without moves (other scales)
     res = stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "d.json", "dataset")
