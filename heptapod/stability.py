@@ -70,13 +70,13 @@ INTROS = {
 }
 
 
-def _provenance_line(folder: Path, family: dict) -> str:
+def _provenance_line(label: str, folder: Path, family: dict) -> str:
     """Which commit wrote the report and which commits its runs were evaluated at (``runs.csv``)."""
     rows = list(csv.DictReader((folder / "runs.csv").open())) if (folder / "runs.csv").exists() else []
     evaluated = sorted({r["commit"] for r in rows})
     machines = sorted({r["machine"] for r in rows if r.get("machine", "unknown") != "unknown"})
     prov = family.get("provenance", {})
-    return (f"- `{folder}`: report written at `{prov.get('commit', '?')}`"
+    return (f"- {label} (`{folder.name}`): report written at `{prov.get('commit', '?')}`"
             + (f", runs evaluated at {', '.join(f'`{c}`' for c in evaluated)}" if evaluated else "")
             + (f", trained on {'; '.join(machines)}" if machines else ""))
 
@@ -129,7 +129,7 @@ def stability_report(first_dir: str | Path, second_dir: str | Path, families: li
     lines = [heading, "", intro, ""]
     if kind == "machine":  # the two runs may differ in commit as well as machine: say so
         a, b = reports[families[0]]
-        lines += [_provenance_line(first_dir, a), _provenance_line(second_dir, b), ""]
+        lines += [_provenance_line(first, first_dir, a), _provenance_line(second, second_dir, b), ""]
     lines += [f"| family | comparison | {first} | {second} | holds |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {k} | {v['first']} | {v['second']} | {'yes' if v['holds'] else '**no**'} |"
               for f, k, v in rows]

@@ -97,8 +97,8 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
     stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "m.json", "machine")
     text = out.read_text()
     assert "Does another machine reproduce the report?" in text and "| first machine | second machine |" in text
-    assert "first`: report written at `c1`, runs evaluated at `e0`, `e1`, trained on Xeon (AVX512)\n" in text
-    assert "second`: report written at `c2`\n" in text  # no runs.csv: no run commits to name
+    assert "- first machine (`first`): report written at `c1`, runs evaluated at `e0`, `e1`, trained on Xeon (AVX512)\n" in text
+    assert "- second machine (`second`): report written at `c2`\n" in text  # no runs.csv: no run commits to name
     # the same comparison between two data sets' reports, worded as such, without moves (other scales)
     res = stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "d.json", "dataset")
     text = out.read_text()
