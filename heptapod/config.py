@@ -86,6 +86,10 @@ class ClassifierConfig:
     lr: float = _doc("Adam learning rate.")
     width: int = _doc("Channels of the first conv layer.")
     seed: int = _doc("Seed.")
+    checkpoint: str | None = _doc(
+        "A trained classifier (a classifier.pt of this pipeline) to score with instead of training "
+        "one: a fixed feature extractor, so that FIDs compare across machines, whose retrained "
+        "classifiers differ; its test accuracy is measured again. null: train.")
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from heptapod.config import SampleConfig
 from heptapod.data.images import to_uint8
 from heptapod.data.store import merge_parts, open_store, write_part
 from heptapod.models.heptapod import Heptapod
-from heptapod.tokenizers.stage import file_sha256, load_tokenizer
+from heptapod.tokenizers.stage import load_tokenizer
 from heptapod.train import load_generator
 from heptapod.utils.blocks import BlockCache, shard_blocks
 from heptapod.utils.device import autocast
-from heptapod.utils.io import atomic_dir, atomic_path
+from heptapod.utils.io import atomic_dir, atomic_path, file_sha256
 from heptapod.utils.training import batches, progress, step_generator
 
 

@@ -117,6 +117,11 @@ class Pipeline:
     def tokenizer_source_arg(self, w, input) -> str:
         return ("--published " if self.published_tokenizer(w) else "--images ") + str(input.source)
 
+    def pinned_classifier(self, w) -> dict[str, str]:
+        """classifier.checkpoint as an input, so that a missing file is named before any job runs."""
+        path = self.config(w.preset).classifier.checkpoint
+        return {"checkpoint": path} if path else {}
+
     def reference(self, w, real: bool = True, classifier_metrics: bool = False) -> dict[str, Any]:
         """Held-out images and the dataset classifier, where the evaluation set-up needs them:
         not with `evaluate.reference_stats` (FID against a statistics file), not with Inception."""
@@ -269,9 +274,13 @@ class Pipeline:
 
     def splits_extractor(self, w) -> bool:
         """Whether a stability report can split each FID move into extractor and generator: a
-        rerun (not another data set) whose FID comes from the dataset classifier, retrained per run."""
+        rerun (not another data set) whose FID comes from a dataset classifier that the two runs
+        do not share (each trains its own)."""
         cfg = self.config(w.preset)
-        return w.name == "stability" and not cfg.evaluate.inception_weights and not cfg.evaluate.reference_stats
+        if w.name != "stability" or cfg.evaluate.inception_weights or cfg.evaluate.reference_stats:
+            return False
+        pinned = cfg.classifier.checkpoint
+        return not (pinned and pinned == self.config(cfg.workflow.rerun_of).classifier.checkpoint)
 
     def extractor_args(self, w, input) -> str:
         """The per-run FID files of a stability report that splits each move (splits_extractor), as CLI options."""

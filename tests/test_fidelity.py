@@ -23,7 +23,7 @@ def toy_images(n, seed, noise):
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     path = tmp_path_factory.mktemp("clf") / "classifier.pt"
-    cfg = ClassifierConfig(steps=30, batch_size=32, lr=3e-3, width=4, seed=0)
+    cfg = ClassifierConfig(steps=30, batch_size=32, lr=3e-3, width=4, seed=0, checkpoint=None)
     torch.set_num_threads(1)
     out = train_classifier(cfg, toy_images(256, 0, 20), toy_images(128, 1, 20), 2, path)
     assert out["test_accuracy"] > 0.9
@@ -69,3 +69,22 @@ def test_fid_against_reference_statistics_matches_direct_fid(classifier, tmp_pat
     with pytest.raises(ValueError, match="'mu' and 'sigma'"):
         fidelity_metrics(fake, None, dataclasses.replace(EVAL, reference_stats=str(tmp_path / "bad.npz")),
                          classifier)
+
+
+def test_pinned_classifier_is_the_same_extractor_byte_for_byte(classifier, tmp_path):
+    """classifier.checkpoint: the file is used as is (FIDs compare across machines), its accuracy
+    is measured again, and a classifier made for other data or a broken file is named."""
+    from heptapod.evaluation.fidelity import classifier_accuracy, load_classifier, pin_classifier
+    from heptapod.utils.io import CheckpointError, file_sha256
+
+    test = toy_images(128, 1, 20)
+    out = pin_classifier(classifier, test, 2, tmp_path / "pinned.pt")
+    assert (tmp_path / "pinned.pt").read_bytes() == classifier.read_bytes()
+    assert out["test_accuracy"] == classifier_accuracy(load_classifier(classifier), *test) > 0.9
+    assert out["checkpoint"] == str(classifier) and out["checkpoint_sha256"] == file_sha256(classifier)
+    with pytest.raises(ValueError, match="made for 1 channel.*and 2 classes, but the data set has 1 and 10"):
+        pin_classifier(classifier, test, 10, tmp_path / "other.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pt"):
+        pin_classifier(tmp_path / "broken.pt", test, 2, tmp_path / "x.pt")
+    assert not (tmp_path / "other.pt").exists() and not (tmp_path / "x.pt").exists()

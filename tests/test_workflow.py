@@ -168,9 +168,11 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
 
 
 def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(project, tmp_path):
-    """A rerun of a preset (workflow.rerun_of, here with 2 threads per job): the 'stability'
-    target says which verdicts hold, and scores the rerun's samples with the first run's
-    classifier too, so that each run's FID move splits into generator side and extractor."""
+    """A rerun of a preset (workflow.rerun_of, here with 2 threads per training job): the
+    'stability' target says which verdicts hold, and scores the rerun's samples with the first
+    run's classifier too, so that each run's FID move splits into generator side and extractor.
+    Here the rerun pins the first run's classifier (classifier.checkpoint): the same file, so
+    the extractor moves nothing."""
     import copy
 
     from heptapod.config import load_params
@@ -179,7 +181,8 @@ def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(proje
     rerun = copy.deepcopy(smoke)
     rerun["workflow"].update(table1=["1d-raster", "2d-random"], table2=[], window_sweep=[], density_sweep=[],
                              depth_split=[], token_types=[], seeds=1, rerun_of="smoke")
-    rerun["resources"] = {"train": {"cpus": 2}, "train_classifier": {"cpus": 2}}
+    rerun["resources"] = {"train": {"cpus": 2}}
+    rerun["classifier"]["checkpoint"] = "results/classifier/smoke/classifier.pt"
     configfile = tmp_path / "smoke-rerun.yaml"
     configfile.write_text(json.dumps({"presets": {"smoke-rerun": rerun}}))  # JSON is YAML
     snakemake(project, "stability", "--configfile", str(configfile), "--config", "preset=smoke-rerun")
@@ -194,7 +197,11 @@ def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(proje
         fixed = json.loads((project / f"results/evaluate/smoke-rerun/{run}/metrics_first_extractor.json").read_text())
         assert (r["first"], r["second"], r["second_first_extractor"]) == (first["fid"], second["fid"], fixed["fid"])
         assert r["by_generator"] + r["by_extractor"] == pytest.approx(second["fid"] - first["fid"])
+        assert r["by_extractor"] == 0  # one extractor: the rerun's FID is the first classifier's
     assert "## Extractor or generator?" in (out / "stability.md").read_text()
+    pinned = project / "results/classifier/smoke-rerun"
+    assert (pinned / "classifier.pt").read_bytes() == (project / "results/classifier/smoke/classifier.pt").read_bytes()
+    assert json.loads((pinned / "metrics.json").read_text())["checkpoint"] == "results/classifier/smoke/classifier.pt"
 
 
 def test_dvc_repro_publishes_every_table_and_plot(project):

@@ -9,7 +9,7 @@ dict carries the name of the extractor, and reports label numbers with it.
 
 from __future__ import annotations
 
-import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from heptapod.config import ClassifierConfig, EvaluateConfig
 from heptapod.data.images import to_float
-from heptapod.utils.io import load_checkpoint, save_checkpoint
+from heptapod.utils.io import atomic_path, file_sha256, load_checkpoint, save_checkpoint
 from heptapod.utils.training import progress
 
 
@@ -99,6 +99,22 @@ def classifier_accuracy(model: Classifier, images: np.ndarray, labels: np.ndarra
     return correct / len(images)
 
 
+def pin_classifier(path: str | Path, test: tuple[np.ndarray, np.ndarray], num_classes: int,
+                   out: str | Path) -> dict:
+    """Use a trained classifier as is (classifier.checkpoint): check that it fits the data set,
+    measure its test accuracy here, and copy it byte for byte to ``out``."""
+    model = load_classifier(path)
+    meta = load_checkpoint(path, "classifier")["meta"]
+    channels = test[0].shape[1]
+    if (meta["channels"], meta["num_classes"]) != (channels, num_classes):
+        raise ValueError(f"classifier.checkpoint {path}: made for {meta['channels']} channel(s) and "
+                         f"{meta['num_classes']} classes, but the data set has {channels} and {num_classes}")
+    accuracy = classifier_accuracy(model, *test)
+    with atomic_path(out) as tmp:
+        shutil.copyfile(path, tmp)
+    return {"test_accuracy": accuracy, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
+
+
 def load_classifier(path: str | Path) -> Classifier:
     ckpt = load_checkpoint(path, "classifier")
     model = build_classifier(ckpt["meta"])
@@ -142,7 +158,7 @@ class _ClassifierExtractor(FeatureExtractorBase):
 
 def classifier_extractor_name(path: str | Path) -> str:
     """Registered name carries the weights' hash: torch-fidelity keys caches by name only."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    digest = file_sha256(path)[:12]
     name = f"heptapod-classifier-{digest}"
     if name not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(name, _ClassifierExtractor)

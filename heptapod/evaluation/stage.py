@@ -131,11 +131,14 @@ def evaluate_progress(cfg: Config, train_dir: str | Path, tokenizer_path: str | 
 
 
 def classifier_stage(cfg: Config, train_images: str | Path, test_images: str | Path, out: str | Path) -> dict:
-    """Train the dataset classifier (the FID/IS feature extractor) and report its test accuracy."""
-    from heptapod.evaluation.fidelity import train_classifier
+    """Train the dataset classifier (the FID/IS feature extractor), or take the fixed one of
+    classifier.checkpoint, and report its test accuracy."""
+    from heptapod.evaluation.fidelity import pin_classifier, train_classifier
 
-    train_x, train_y, attrs = load_images(train_images)
-    test_x, test_y, _ = load_images(test_images)
+    test_x, test_y, attrs = load_images(test_images)
+    if cfg.classifier.checkpoint:
+        return pin_classifier(cfg.classifier.checkpoint, (test_x, test_y), attrs["num_classes"], out)
+    train_x, train_y, _ = load_images(train_images)
     return train_classifier(cfg.classifier, (train_x, train_y), (test_x, test_y), attrs["num_classes"], out,
                             resolve_device(cfg.workflow.device))
 

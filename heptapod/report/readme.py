@@ -51,6 +51,8 @@ def write_report(preset: str, cfg: Config, files: dict[str, RunFiles], families:
 
     grid = cfg.data.image_size // cfg.tokenizer.downsample
     extractor_line = (f"{extractor}; its test accuracy {clf['test_accuracy']:.4f}" if clf else extractor)
+    if clf and clf.get("checkpoint"):  # classifier.checkpoint: the same weights on every machine
+        extractor_line += f" (fixed weights `{clf['checkpoint']}`, sha256 {clf['checkpoint_sha256'][:12]})"
     evaluated = ", ".join(f"`{c}`" for c in sorted(set(rows["commit"])))
     machines = "; ".join(sorted(set(rows["machine"])))
     reference = rows["reference"].iloc[0]

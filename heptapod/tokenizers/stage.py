@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from heptapod.tokenizers.published import LlamaGenVQConfig, MARKLConfig, build_p
 from heptapod.tokenizers.vq import TOKENIZERS, TokenizerSpec, build_tokenizer
 from heptapod.utils.blocks import BlockCache, shard_blocks
 from heptapod.utils.device import resolve_device
-from heptapod.utils.io import load_checkpoint, save_checkpoint
+from heptapod.utils.io import file_sha256, load_checkpoint, save_checkpoint
 from heptapod.utils.training import Resumable, batches, check_finite, progress, step_generator
 
 PUBLISHED_CONFIGS = {"vq": LlamaGenVQConfig, "kl": MARKLConfig}
@@ -90,14 +89,6 @@ def load_tokenizer(path: str | Path) -> torch.nn.Module:
         model = build_tokenizer(TokenizerSpec(**ckpt["spec"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @torch.no_grad()

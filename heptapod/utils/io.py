@@ -7,6 +7,7 @@ job killed mid-write never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -99,6 +100,15 @@ def load_checkpoint(path: str | Path, kind: str) -> dict:
         found = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"checkpoint {path} holds '{found}', expected '{kind}'")
     return obj
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def git_commit() -> str:

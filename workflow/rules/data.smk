@@ -17,8 +17,10 @@ rule prepare_data:
 
 
 rule train_classifier:
-    """The dataset classifier whose features/logits give FID, KID and IS offline."""
+    """The dataset classifier whose features/logits give FID, KID and IS offline: trained, or
+    the fixed one of classifier.checkpoint (the same extractor on every machine)."""
     input:
+        unpack(P.pinned_classifier),
         train=paths.data.partial(split="train"),
         test=paths.data.partial(split="test"),
     output:
