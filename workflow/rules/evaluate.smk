@@ -21,28 +21,16 @@ rule evaluate:
         " --out {output} 2>&1 | tee {log}"
 
 
-rule evaluate_first_extractor:
-    """A rerun's samples scored by the first run's dataset classifier (workflow.rerun_of): with
-    the extractor fixed, what is left of a FID move is the generator's."""
+# A rerun's samples scored by the first run's dataset classifier (workflow.rerun_of): with the
+# extractor fixed, what is left of a FID move is the generator's.
+use rule evaluate as evaluate_first_extractor with:
     input:
         unpack(P.first_extractor),
         samples=rules.merge_samples.output.samples,
     output:
         paths.eval_first_extractor,
-    params:
-        cfg=P.fingerprint("evaluate"),
-        reference=P.reference_args,
-    threads: P.threads("evaluate")
-    resources:
-        **P.resources("evaluate"),
     log:
         paths.log("evaluate", "{preset}-{variant}-first-extractor"),
-    conda:
-        "../../environment.yml"
-    shell:
-        "python -m heptapod evaluate --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
-        " --variant {wildcards.variant} --threads {threads} --samples {input.samples}{params.reference}"
-        " --out {output} 2>&1 | tee {log}"
 
 
 rule likelihood:
