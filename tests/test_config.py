@@ -136,3 +136,19 @@ def test_every_registered_component_meets_its_contract():
             assert all(callable(getattr(cls, m, None)) for m in members), (kind, name)
     with pytest.raises(ValueError, match="known: global, local, 1d"):
         registry.load(registry.HEADS, "globl")
+
+
+def test_fixed_classifier_ships_and_only_fashion_mnist_presets_score_with_it(params):
+    """The embedded default scores FID with the classifier file in the repo (the same on every
+    machine); a preset on other data, or the tests' smoke preset, trains its own."""
+    from heptapod.utils.io import load_checkpoint
+
+    for preset in params["presets"]:
+        cfg = resolve(params, preset)
+        if not cfg.classifier.checkpoint:
+            continue
+        assert cfg.data.dataset == "fashion_mnist", preset
+        meta = load_checkpoint(ROOT / cfg.classifier.checkpoint, "classifier")["meta"]
+        assert (meta["dataset"], meta["channels"], meta["num_classes"]) == ("fashion_mnist", cfg.data.channels, 10)
+    assert resolve(params, "default").classifier.checkpoint
+    assert resolve(params, "mnist").classifier.checkpoint is None and resolve(params, "smoke").classifier.checkpoint is None

@@ -25,7 +25,7 @@ def classifier(tmp_path_factory):
     path = tmp_path_factory.mktemp("clf") / "classifier.pt"
     cfg = ClassifierConfig(steps=30, batch_size=32, lr=3e-3, width=4, seed=0, checkpoint=None)
     torch.set_num_threads(1)
-    out = train_classifier(cfg, toy_images(256, 0, 20), toy_images(128, 1, 20), 2, path)
+    out = train_classifier(cfg, toy_images(256, 0, 20), toy_images(128, 1, 20), 2, path, dataset="toy")
     assert out["test_accuracy"] > 0.9
     return path
 
@@ -84,6 +84,10 @@ def test_pinned_classifier_is_the_same_extractor_byte_for_byte(classifier, tmp_p
     assert out["checkpoint"] == str(classifier) and out["checkpoint_sha256"] == file_sha256(classifier)
     with pytest.raises(ValueError, match="made for 1 channel.*and 2 classes, but the data set has 1 and 10"):
         pin_classifier(classifier, test, 10, tmp_path / "other.pt")
+    # the same shape, another data set (MNIST vs Fashion-MNIST): named by the file's record
+    with pytest.raises(ValueError, match="trained on toy, but the data set is mnist"):
+        pin_classifier(classifier, test, 2, tmp_path / "other.pt", "mnist")
+    assert pin_classifier(classifier, test, 2, tmp_path / "same.pt", "toy")["test_accuracy"] > 0.9
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="broken.pt"):
         pin_classifier(tmp_path / "broken.pt", test, 2, tmp_path / "x.pt")

@@ -58,13 +58,13 @@ def build_classifier(meta: dict) -> Classifier:
 
 def train_classifier(cfg: ClassifierConfig, train: tuple[np.ndarray, np.ndarray],
                      test: tuple[np.ndarray, np.ndarray], num_classes: int, out: str | Path,
-                     device: torch.device = torch.device("cpu")) -> dict:
+                     device: torch.device = torch.device("cpu"), dataset: str | None = None) -> dict:
     """Train on the train split (on ``device``; batches are drawn on the CPU, so the draws do
     not depend on it), report test accuracy, save an atomic checkpoint."""
     images, labels = train
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    meta = {"channels": images.shape[1], "num_classes": num_classes, "width": cfg.width}
+    meta = {"channels": images.shape[1], "num_classes": num_classes, "width": cfg.width, "dataset": dataset}
     # channels-last convolutions are ~1.5x faster on CPU; the weights are the same tensors
     model = build_classifier(meta).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -100,15 +100,18 @@ def classifier_accuracy(model: Classifier, images: np.ndarray, labels: np.ndarra
 
 
 def pin_classifier(path: str | Path, test: tuple[np.ndarray, np.ndarray], num_classes: int,
-                   out: str | Path) -> dict:
-    """Use a trained classifier as is (classifier.checkpoint): check that it fits the data set,
-    measure its test accuracy here, and copy it byte for byte to ``out``."""
+                   out: str | Path, dataset: str | None = None) -> dict:
+    """Use a trained classifier as is (classifier.checkpoint): check that it fits the data set
+    (its shape, and its data set where the file records one: MNIST and Fashion-MNIST have the same
+    shape), measure its test accuracy here, and copy it byte for byte to ``out``."""
     model = load_classifier(path)
     meta = load_checkpoint(path, "classifier")["meta"]
     channels = test[0].shape[1]
     if (meta["channels"], meta["num_classes"]) != (channels, num_classes):
         raise ValueError(f"classifier.checkpoint {path}: made for {meta['channels']} channel(s) and "
                          f"{meta['num_classes']} classes, but the data set has {channels} and {num_classes}")
+    if dataset and meta.get("dataset") and meta["dataset"] != dataset:
+        raise ValueError(f"classifier.checkpoint {path}: trained on {meta['dataset']}, but the data set is {dataset}")
     accuracy = classifier_accuracy(model, *test)
     with atomic_path(out) as tmp:
         shutil.copyfile(path, tmp)
