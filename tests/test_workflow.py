@@ -204,6 +204,27 @@ def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(proje
     assert json.loads((pinned / "metrics.json").read_text())["checkpoint"] == "results/classifier/smoke/classifier.pt"
 
 
+def test_extractor_check_rescores_the_same_samples_with_a_retrained_classifier(project):
+    """scripts/extractor_check.py: a finished preset's samples scored by its classifier and by
+    one retrained with other threads; the move per run, and its median against the seed SD."""
+    snakemake(project, "ablations", "--config", "preset=smoke")  # cached after the ablations test
+    out = project / "results/report/smoke/extractor"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/extractor_check.py"), "--preset", "smoke",
+                           "--threads", "2", "--out", str(out)], cwd=project, capture_output=True, text=True,
+                          env={**os.environ, "HEPTAPOD_NO_PROGRESS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    from heptapod.config import load_params, resolve
+
+    runs = resolve(load_params(project / "params.yaml"), "smoke").workflow.runs()
+    assert set(result["runs"]) == set(runs)
+    for run, r in result["runs"].items():
+        first = json.loads((project / f"results/evaluate/smoke/{run}/metrics.json").read_text())
+        assert r["first"] == first["fid"] and r["moved"] == pytest.approx(r["second"] - r["first"])
+    assert (project / "results/classifier/smoke/retrained-2-threads.pt").is_file()
+    assert "Median |move|" in out.with_suffix(".md").read_text()
+
+
 def test_dvc_repro_publishes_every_table_and_plot(project):
     """`dvc repro` drives the (cached) workflow per paper table and publishes what DVC owns;
     `dvc metrics show` lists FID/IS; `dvc plots show` renders the PNG plots without a CDN."""
