@@ -22,11 +22,15 @@ def compare_families(first: dict, second: dict) -> dict:
     verdicts = {k: {"first": first["verdict"].get(k), "second": second["verdict"].get(k),
                     "holds": first["verdict"].get(k) == second["verdict"].get(k)}
                 for k in sorted(set(first["verdict"]) | set(second["verdict"]))}
-    moved = {v: {m: _move(first["variants"][v].get(m), second["variants"][v].get(m),
-                          first.get("noise", {}).get(m, {}).get("seed_sd"))
+    moved = {v: {m: _move(first["variants"][v].get(m), second["variants"][v].get(m), _seed_sd(first, m))
                  for m in SCORES}
              for v in first["variants"] if v in second["variants"]}
     return {"verdicts": verdicts, "variants": moved}
+
+
+def _seed_sd(family: dict, metric: str) -> float | None:
+    """A family report's seed SD of one metric (None where unmeasured or not recorded)."""
+    return family.get("noise", {}).get(metric, {}).get("seed_sd")
 
 
 def _move(first: float | None, second: float | None, seed_sd: float | None) -> dict:
@@ -98,7 +102,7 @@ def _extractor_lines(split: dict, seed_sd: float | None) -> list[str]:
     med = split["median_abs"]
     sd = f" (the first report's FID seed SD: {seed_sd:.3g})" if seed_sd else ""
     lines = ["", "## Extractor or generator?", "",
-             "FID is scored by a dataset classifier that each run of the pipeline trains anew. Scoring "
+             "FID is scored by a dataset classifier, which each run may train for itself. Scoring "
              "the rerun's samples with the first run's classifier splits each run's FID move in two: "
              "**by the generator side** (first run vs rerun samples, same classifier: the tokenizer and "
              "the generator retrained) and **by the extractor** (rerun samples, rerun classifier vs first "
@@ -149,7 +153,7 @@ def stability_report(first_dir: str | Path, second_dir: str | Path, families: li
             lines.append(f"| {f} | {v} | {' | '.join(cells)} |")
     split = extractor_split(extractor) if extractor else None
     if split:
-        lines += _extractor_lines(split, reports[families[0]][0].get("noise", {}).get("fid", {}).get("seed_sd"))
+        lines += _extractor_lines(split, _seed_sd(reports[families[0]][0], "fid"))
     write_text(out_md, "\n".join(lines) + "\n")
     write_json(out_json, {"kind": kind, "first": str(first_dir), "second": str(second_dir), "held": held,
                           "verdicts": len(rows), "families": result, "extractor_split": split})

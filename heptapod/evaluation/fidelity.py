@@ -104,8 +104,8 @@ def pin_classifier(path: str | Path, test: tuple[np.ndarray, np.ndarray], num_cl
     """Use a trained classifier as is (classifier.checkpoint): check that it fits the data set
     (its shape, and its data set where the file records one: MNIST and Fashion-MNIST have the same
     shape), measure its test accuracy here, and copy it byte for byte to ``out``."""
-    model = load_classifier(path)
-    meta = load_checkpoint(path, "classifier")["meta"]
+    ckpt = load_checkpoint(path, "classifier")
+    model, meta = classifier_from(ckpt), ckpt["meta"]
     channels = test[0].shape[1]
     if (meta["channels"], meta["num_classes"]) != (channels, num_classes):
         raise ValueError(f"classifier.checkpoint {path}: made for {meta['channels']} channel(s) and "
@@ -118,11 +118,15 @@ def pin_classifier(path: str | Path, test: tuple[np.ndarray, np.ndarray], num_cl
     return {"test_accuracy": accuracy, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
 
 
-def load_classifier(path: str | Path) -> Classifier:
-    ckpt = load_checkpoint(path, "classifier")
+def classifier_from(ckpt: dict) -> Classifier:
+    """The classifier of a loaded checkpoint, in eval mode."""
     model = build_classifier(ckpt["meta"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    return classifier_from(load_checkpoint(path, "classifier"))
 
 
 class _ClassifierExtractor(FeatureExtractorBase):
