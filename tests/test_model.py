@@ -235,3 +235,24 @@ def test_training_and_held_out_scores_run_under_bf16_autocast(head, window, toke
         score = (m.diffusion_loss(seq, labels, order, torch.Generator().manual_seed(2)) if extra
                  else m.nll(seq, labels, order))
     assert torch.isfinite(score.float()).all()
+
+
+def test_discrete_draws_are_torch_multinomials_from_the_same_generator():
+    """The sampler draws a token as argmax(p / Exp(1)) with the exponentials from the CPU generator,
+    so that a GPU need not wait for its probabilities: on the CPU this must be exactly
+    torch.multinomial's draw (the committed reports' samples), leaving the generator where it leaves it."""
+    from heptapod.models.outputs import DiscreteOutput
+
+    out = DiscreteOutput(8, 50)
+    z = torch.randn(400, 8, generator=torch.Generator().manual_seed(0))
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        ours = out.sample(z, 0.7, g1)
+        probs = (out.logits(z) / 0.7).softmax(dim=-1)
+    assert torch.equal(ours, torch.multinomial(probs, 1, generator=g2)[:, 0])
+    assert torch.equal(g1.get_state(), g2.get_state())
+    # and the draws follow the distribution: one row drawn many times
+    with torch.no_grad():
+        many = out.sample(z[:1].expand(20000, 8), 1.0, torch.Generator().manual_seed(4))
+    freq = torch.bincount(many, minlength=50).double() / len(many)
+    assert (freq - out.logits(z[:1]).softmax(-1)[0].double()).abs().max() < 0.015

@@ -108,7 +108,7 @@ class Chain:
 
     def at(self, i: torch.Tensor, like: torch.Tensor) -> Coefs:
         """Coefficients of chain steps ``i`` (M,) as (M, 1) tensors on like's device and dtype."""
-        cols = self.table[i].to(like.device, like.dtype).unbind(1)  # one transfer for all
+        cols = self.table[i].to(like.device, like.dtype, non_blocking=True).unbind(1)  # one transfer for all
         return Coefs(*(c[:, None] for c in cols))
 
     def step(self, i: int) -> Coefs:
@@ -239,9 +239,10 @@ class DiffLoss(nn.Module):
         z = z.repeat(self.batch_mul, 1)
         x0 = target.repeat(self.batch_mul, 1).to(dtype)
         t_cpu = torch.randint(0, len(self.train_chain), (len(x0),), generator=generator)
-        # drawn in float32 on the CPU: the same draws on any device and in any dtype
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device, dtype)
-        c, t = self.train_chain.at(t_cpu, x0), t_cpu.to(x0.device)
+        # drawn in float32 on the CPU: the same draws on any device and in any dtype. Copies from the
+        # host are non-blocking: a blocking one waits for every kernel queued on the GPU.
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device, dtype, non_blocking=True)
+        c, t = self.train_chain.at(t_cpu, x0), t_cpu.to(x0.device, non_blocking=True)
         xt = c.sqrt_ab * x0 + c.sqrt_1m_ab * noise
         eps, v = self.predict(xt, t, z, dtype)
         mse = (eps - noise).pow(2).mean(dim=1)
@@ -252,7 +253,7 @@ class DiffLoss(nn.Module):
     def sample(self, z: torch.Tensor, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
         chain, dtype = self.sample_chain(), _compute_dtype(z)
-        x = torch.randn(len(z), self.token_dim, generator=generator).to(z.device, dtype)
+        x = torch.randn(len(z), self.token_dim, generator=generator).to(z.device, dtype, non_blocking=True)
         for i in reversed(range(len(chain))):
             c = chain.step(i)
             t = torch.full((len(x),), int(chain.timesteps[i]), device=z.device)
@@ -260,7 +261,7 @@ class DiffLoss(nn.Module):
             x0 = x0_from_eps(c, x, eps).clamp(-self.x0_clip, self.x0_clip)
             if i == 0:  # the posterior mean at step 0 is x0 itself
                 return x0
-            noise = torch.randn(x.shape, generator=generator).to(x.device, dtype)
+            noise = torch.randn(x.shape, generator=generator).to(x.device, dtype, non_blocking=True)
             x = posterior_mean(c, x0, x) + (0.5 * learned_log_variance(c, v)).exp() * temperature * noise
         return x
 

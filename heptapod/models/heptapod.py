@@ -147,7 +147,8 @@ class Heptapod(nn.Module):
         n = self.spec.num_positions
         if self.spec.order == "raster":
             return torch.arange(n, device=device).expand(batch, n).clone()
-        return torch.rand(batch, n, generator=generator).argsort(dim=1).to(device)  # CPU RNG: same on any device
+        # CPU RNG: the same orders on any device
+        return torch.rand(batch, n, generator=generator).argsort(dim=1).to(device, non_blocking=True)
 
     def backbone_inputs(self, tokens: torch.Tensor, order: torch.Tensor,
                         labels: torch.Tensor) -> torch.Tensor:

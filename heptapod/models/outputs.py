@@ -26,5 +26,8 @@ class DiscreteOutput(nn.Module):
 
     def sample(self, z: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
         probs = (self.logits(z) / max(temperature, 1e-6)).softmax(dim=-1)
-        # drawn on the CPU so that a seeded CPU generator gives the same samples on any device
-        return torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(z.device)
+        # torch.multinomial's rule for one draw, argmax of p / Exp(1), with the exponentials drawn on
+        # the CPU: a seeded CPU generator gives the same tokens on any device (and the same as
+        # torch.multinomial on the CPU), and a GPU never waits for the host to read its probabilities
+        q = torch.empty(probs.shape).exponential_(1, generator=generator)
+        return (probs / q.to(probs.device, non_blocking=True)).argmax(dim=-1)
