@@ -225,6 +225,20 @@ def test_extractor_check_rescores_the_same_samples_with_a_retrained_classifier(p
     assert "Median |move|" in out.with_suffix(".md").read_text()
 
 
+def test_sample_timing_times_a_trained_generator(project):
+    """scripts/sample_timing.py (step 3 of the GPU check): one line per batch and k, and the
+    profiler's operator table, for a model the pipeline trained."""
+    snakemake(project, "ablations", "--config", "preset=smoke")  # cached after the ablations test
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/sample_timing.py"),
+                           "results/train/smoke/2d-random/model.pt", "--batches", "2", "6", "--positions", "1", "2",
+                           "--profile"], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("batch ")]
+    assert [ln.split(":")[0] for ln in lines] == ["batch 2 k 1", "batch 6 k 1", "batch 2 k 2", "batch 6 k 2"]
+    assert all(float(ln.split(": ")[1].rstrip(" s")) > 0 for ln in lines)
+    assert "aten::" in proc.stdout
+
+
 def test_dvc_repro_publishes_every_table_and_plot(project):
     """`dvc repro` drives the (cached) workflow per paper table and publishes what DVC owns;
     `dvc metrics show` lists FID/IS; `dvc plots show` renders the PNG plots without a CDN."""
