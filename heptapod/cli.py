@@ -60,12 +60,12 @@ def cmd_train_classifier(args, cfg) -> dict:
 
 
 def cmd_train_tokenizer(args, cfg) -> dict:
-    from heptapod.tokenizers.stage import import_published, train_tokenizer
+    from heptapod.tokenizers.stage import train_tokenizer, use_checkpoint
 
-    if args.published:
-        return import_published(args.kind, args.published, args.out, cfg.tokenizer.width)
+    if args.checkpoint:
+        return use_checkpoint(cfg, args.kind, args.checkpoint, args.out)
     if not args.images:
-        raise ConfigError("train-tokenizer needs --images (a train split) or --published (a checkpoint)")
+        raise ConfigError("train-tokenizer needs --images (a train split) or --checkpoint (a tokenizer file)")
     return train_tokenizer(cfg, args.kind, args.images, args.out)
 
 
@@ -355,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
             "published one (LlamaGen vq_ds16_c2i, MAR kl16)")
     p.add_argument("--kind", required=True, choices=["vq", "kl"])
     p.add_argument("--images", default=None, help="train split to train on")
-    p.add_argument("--published", default=None, help="released checkpoint to import instead")
+    p.add_argument("--checkpoint", default=None,
+                   help="tokenizer file to use instead of training: a released checkpoint (imported) or a "
+                        "trained tokenizer.pt (pinned)")
     p.add_argument("--out", required=True)
     p = add("evaluate-tokenizer", cmd_evaluate_tokenizer, "reconstruction MSE/PSNR, codebook use, rFID")
     for a in ("--tokenizer", "--images", "--out", "--png"):

@@ -64,10 +64,12 @@ class TokenizerConfig:
     lr: float = _doc("Adam learning rate.")
     seed: int = _doc("Seed for initialisation and data order.")
     eval_images: int = _doc("Test images reconstructed for MSE / rFID.")
-    vq_checkpoint: str | None = _doc("Published VQ checkpoint to import instead of training one "
-                                     "(LlamaGen's vq_ds16_c2i.pt); null: train.")
-    kl_checkpoint: str | None = _doc("Published KL-VAE checkpoint to import instead of training one "
-                                     "(MAR's kl16.ckpt); null: train.")
+    vq_checkpoint: str | None = _doc("VQ tokenizer file to use instead of training one: a released "
+                                     "checkpoint to import (LlamaGen's vq_ds16_c2i.pt), or a trained "
+                                     "tokenizer.pt of these settings, used as is; null: train.")
+    kl_checkpoint: str | None = _doc("KL-VAE tokenizer file to use instead of training one: a released "
+                                     "checkpoint to import (MAR's kl16.ckpt), or a trained tokenizer.pt "
+                                     "of these settings, used as is; null: train.")
 
 
 @dataclass(frozen=True)

@@ -105,17 +105,18 @@ class Pipeline:
         """Tokenizer kind ('vq' or 'kl') a run's generator reads."""
         return tokenizer_kind(self.of(w))
 
-    def published_tokenizer(self, w) -> str | None:
-        """The released checkpoint a preset imports for ``{kind}`` (tokenizer.vq/kl_checkpoint)."""
+    def tokenizer_checkpoint(self, w) -> str | None:
+        """The file a preset uses for ``{kind}`` instead of training one (tokenizer.vq/kl_checkpoint):
+        a released checkpoint to import, or a trained tokenizer to pin."""
         tc = self.config(w.preset).tokenizer
         return {"vq": tc.vq_checkpoint, "kl": tc.kl_checkpoint}[w.kind]
 
     def tokenizer_source(self, w) -> str:
-        """A published checkpoint to import, else the train split to train on."""
-        return self.published_tokenizer(w) or str(paths.data.of(w.preset, "train"))
+        """A tokenizer file to use, else the train split to train on."""
+        return self.tokenizer_checkpoint(w) or str(paths.data.of(w.preset, "train"))
 
     def tokenizer_source_arg(self, w, input) -> str:
-        return ("--published " if self.published_tokenizer(w) else "--images ") + str(input.source)
+        return ("--checkpoint " if self.tokenizer_checkpoint(w) else "--images ") + str(input.source)
 
     def pinned_classifier(self, w) -> dict[str, str]:
         """classifier.checkpoint as an input, so that a missing file is named before any job runs."""

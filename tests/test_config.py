@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import yaml
@@ -138,17 +139,30 @@ def test_every_registered_component_meets_its_contract():
         registry.load(registry.HEADS, "globl")
 
 
-def test_fixed_classifier_ships_and_only_fashion_mnist_presets_score_with_it(params):
-    """The embedded default scores FID with the classifier file in the repo (the same on every
-    machine); a preset on other data, or the tests' smoke preset, trains its own."""
+def test_fixed_files_ship_and_only_fashion_mnist_presets_use_them(params):
+    """The embedded default scores FID with the classifier file in the repo and models the codes of
+    the tokenizer files in the repo (the same on every machine); a preset on other data, or with
+    other tokenizer settings, or the tests' smoke preset, trains its own."""
+    from heptapod.tokenizers.vq import TokenizerSpec
     from heptapod.utils.io import load_checkpoint
 
     for preset in params["presets"]:
         cfg = resolve(params, preset)
-        if not cfg.classifier.checkpoint:
-            continue
-        assert cfg.data.dataset == "fashion_mnist", preset
-        meta = load_checkpoint(ROOT / cfg.classifier.checkpoint, "classifier")["meta"]
-        assert (meta["dataset"], meta["channels"], meta["num_classes"]) == ("fashion_mnist", cfg.data.channels, 10)
-    assert resolve(params, "default").classifier.checkpoint
+        if cfg.classifier.checkpoint:
+            assert cfg.data.dataset == "fashion_mnist", preset
+            meta = load_checkpoint(ROOT / cfg.classifier.checkpoint, "classifier")["meta"]
+            assert (meta["dataset"], meta["channels"], meta["num_classes"]) == ("fashion_mnist", cfg.data.channels, 10)
+        for kind in ("vq", "kl"):
+            path = getattr(cfg.tokenizer, f"{kind}_checkpoint")
+            if not path or not path.startswith("workflow/assets/"):
+                continue  # not set, or a released checkpoint the user provides
+            ckpt = load_checkpoint(ROOT / path, "tokenizer")
+            assert ckpt["dataset"] == cfg.data.dataset == "fashion_mnist", (preset, kind)
+            spec = dataclasses.asdict(TokenizerSpec.from_config(cfg.tokenizer, cfg.data.channels, kind))
+            assert ckpt["spec"] == spec, (preset, kind)
+    default = resolve(params, "default")
+    assert default.classifier.checkpoint and default.tokenizer.vq_checkpoint and default.tokenizer.kl_checkpoint
+    for preset in ("mnist", "smoke", "gpu", "gpu-check"):
+        cfg = resolve(params, preset)
+        assert cfg.tokenizer.vq_checkpoint is None and cfg.tokenizer.kl_checkpoint is None, preset
     assert resolve(params, "mnist").classifier.checkpoint is None and resolve(params, "smoke").classifier.checkpoint is None

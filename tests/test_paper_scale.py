@@ -168,5 +168,5 @@ def test_paper_table_on_a_cluster_plans_the_intended_jobs(tmp_path):
     assert counts["extract_latents"] == 16 and counts["merge_latents"] == 2
     assert counts["sample"] == 8 and counts["merge_samples"] == 1 and counts["train"] == 1
     assert "train_classifier" not in counts  # Inception replaces the dataset classifier
-    assert "--nproc 8" in out and "--published" in out
+    assert "--nproc 8" in out and "--checkpoint" in out
     assert "gpu=8" in out and "runtime=2880" in out and "cpus_per_task=64" in out

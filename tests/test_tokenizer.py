@@ -61,3 +61,42 @@ def test_training_reduces_reconstruction_error():
     assert last < 0.5 * first
     first, last = _train(KLTokenizer(spec("kl", downsample=2)), 1e-6)
     assert last < 0.5 * first
+
+
+def test_a_trained_tokenizer_file_is_pinned_byte_for_byte_when_it_fits_the_preset(params, tmp_path):
+    """tokenizer.vq/kl_checkpoint naming the pipeline's own tokenizer.pt: used as is (its codes are
+    what every generator models), but only where it fits the preset's settings and data set."""
+    import dataclasses
+
+    import pytest
+
+    from heptapod.config import resolve
+    from heptapod.tokenizers.stage import load_tokenizer, use_checkpoint
+    from heptapod.tokenizers.vq import build_tokenizer
+    from heptapod.utils.io import CheckpointError, file_sha256, save_checkpoint
+
+    cfg = resolve(params, "smoke")
+    tc = cfg.tokenizer
+    for kind in ("vq", "kl"):
+        model = build_tokenizer(TokenizerSpec.from_config(tc, cfg.data.channels, kind))
+        path = tmp_path / f"{kind}.pt"
+        save_checkpoint(path, {"kind": "tokenizer", "spec": model.spec_dict(), "dataset": cfg.data.dataset,
+                               "state_dict": model.state_dict()})
+        out = use_checkpoint(cfg, kind, path, tmp_path / f"{kind}-pinned.pt")
+        assert (tmp_path / f"{kind}-pinned.pt").read_bytes() == path.read_bytes()
+        assert out == {"pinned": kind, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
+        assert load_tokenizer(tmp_path / f"{kind}-pinned.pt").spec == model.spec
+    wider = dataclasses.replace(cfg, tokenizer=dataclasses.replace(tc, width=tc.width * 2, codebook_size=7))
+    with pytest.raises(ValueError, match=r"vq\.pt does not fit this preset's tokenizer settings: "
+                                         rf"codebook_size is {tc.codebook_size} in the file, 7 here, "
+                                         rf"width is {tc.width} in the file, {tc.width * 2} here"):
+        use_checkpoint(wider, "vq", tmp_path / "vq.pt", tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="kind is vq in the file, kl here"):
+        use_checkpoint(cfg, "kl", tmp_path / "vq.pt", tmp_path / "x.pt")
+    mnist = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset="mnist"))
+    with pytest.raises(ValueError, match="trained on fashion_mnist, but the data set is mnist"):
+        use_checkpoint(mnist, "vq", tmp_path / "vq.pt", tmp_path / "x.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pt"):
+        use_checkpoint(cfg, "vq", tmp_path / "broken.pt", tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

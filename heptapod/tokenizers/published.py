@@ -421,7 +421,6 @@ def load_published(kind: str, path: str | Path,
     shape is checked before loading; any mismatch raises ``CheckpointError`` naming the file
     and the first offending keys. ``config`` selects a non-published size (tests).
     """
-    model = build_published(kind, config)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"published {kind} checkpoint not found: {path}")
@@ -430,6 +429,7 @@ def load_published(kind: str, path: str | Path,
         found = f"keys {_first(sorted(map(str, obj)))}" if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(f"published {kind} checkpoint {path} has no 'model' state dict "
                               f"(expected {{'model': state_dict}}, found {found})")
+    model = build_published(kind, config)  # after the file: a bad file is named first
     state = {k: v for k, v in obj["model"].items() if not str(k).startswith(_TRAINING_PREFIXES[kind])}
     expected = model.state_dict()
     for key in _OPTIONAL_KEYS[kind]:

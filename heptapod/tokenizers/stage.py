@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from heptapod.tokenizers.published import LlamaGenVQConfig, MARKLConfig, build_p
 from heptapod.tokenizers.vq import TOKENIZERS, TokenizerSpec, build_tokenizer
 from heptapod.utils.blocks import BlockCache, shard_blocks
 from heptapod.utils.device import resolve_device
-from heptapod.utils.io import file_sha256, load_checkpoint, save_checkpoint
+from heptapod.utils.io import CheckpointError, atomic_path, file_sha256, load_checkpoint, save_checkpoint
 from heptapod.utils.training import Resumable, batches, check_finite, progress, step_generator
 
 PUBLISHED_CONFIGS = {"vq": LlamaGenVQConfig, "kl": MARKLConfig}
@@ -35,6 +36,36 @@ def import_published(kind: str, path: str | Path, out: str | Path, width: int = 
                           "config": dataclasses.asdict(model.config), "source": str(path),
                           "source_sha256": file_sha256(path), "state_dict": model.state_dict()})
     return {"imported": model.layout_name, "from": str(path), "latent_scale": model.latent_scale}
+
+
+def use_checkpoint(cfg: Config, kind: str, path: str | Path, out: str | Path) -> dict:
+    """tokenizer.vq_checkpoint / kl_checkpoint: the pipeline's own ``tokenizer.pt`` is pinned
+    (:func:`pin_tokenizer`); any other file is taken for a released checkpoint and imported."""
+    try:
+        ckpt = load_checkpoint(path, "tokenizer")
+    except CheckpointError:
+        return import_published(kind, path, out, cfg.tokenizer.width)  # or an error naming the file
+    return pin_tokenizer(cfg, kind, path, ckpt, out)
+
+
+def pin_tokenizer(cfg: Config, kind: str, path: str | Path, ckpt: dict, out: str | Path) -> dict:
+    """Use a trained tokenizer as is: its codes define what every generator models and what its
+    NLL counts, and a tokenizer retrained on another machine rounds differently. The file must
+    be this preset's tokenizer (kind and settings, and its data set where it records one); it
+    is copied byte for byte to ``out``."""
+    name = f"tokenizer.{kind}_checkpoint {path}"
+    if "published" in ckpt:
+        raise ValueError(f"{name}: an imported released tokenizer; give the released file itself")
+    want = dataclasses.asdict(TokenizerSpec.from_config(cfg.tokenizer, cfg.data.channels, kind))
+    diff = {k: (ckpt["spec"].get(k), v) for k, v in want.items() if ckpt["spec"].get(k) != v}
+    if diff:
+        raise ValueError(f"{name} does not fit this preset's tokenizer settings: "
+                         + ", ".join(f"{k} is {a} in the file, {b} here" for k, (a, b) in diff.items()))
+    if ckpt.get("dataset") and ckpt["dataset"] != cfg.data.dataset:
+        raise ValueError(f"{name}: trained on {ckpt['dataset']}, but the data set is {cfg.data.dataset}")
+    with atomic_path(out) as tmp:
+        shutil.copyfile(path, tmp)
+    return {"pinned": kind, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
 
 
 def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str | Path) -> dict:
@@ -74,7 +105,8 @@ def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str |
     bar.close()
     if kind == "kl":
         model.calibrate(to_float(images[:2048]).to(device))
-    save_checkpoint(out, {"kind": "tokenizer", "spec": model.spec_dict(), "state_dict": model.state_dict()})
+    save_checkpoint(out, {"kind": "tokenizer", "spec": model.spec_dict(), "dataset": cfg.data.dataset,
+                          "state_dict": model.state_dict()})
     state.path.unlink(missing_ok=True)
     return {"steps": tc.steps, "seconds": time.perf_counter() - t0, "last_batch": stats}
 
