@@ -131,17 +131,24 @@ def batch_ladder(cfg: Config, model: Heptapod, store: LatentStore, batches: list
             "first_batch_out_of_memory": oom}
 
 
+def sampling_seconds(model: Heptapod, labels: torch.Tensor, k: int, seed: int = 1) -> float:
+    """Seconds of one KV-cached sampling pass for ``labels`` at ``k`` positions per step, as the
+    sample stage draws (bf16 autocast on a GPU)."""
+    device = labels.device
+    t0 = synced_time(device)
+    with torch.no_grad(), autocast(device):
+        model.sample(labels, generator=step_generator(0, seed), positions_per_step=k)
+    return synced_time(device) - t0
+
+
 def time_sampling(model: Heptapod, batch: int, num_classes: int, k: int) -> dict:
     """images/s of the KV-cached sampler at ``k`` positions per step (after a small warm-up)."""
     device = next(model.parameters()).device
     labels = balanced_labels(batch, num_classes).to(device)
-    with torch.no_grad(), autocast(device):
-        model.sample(labels[:2], generator=step_generator(0, 0), positions_per_step=k)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t0 = synced_time(device)
-        model.sample(labels, generator=step_generator(0, 1), positions_per_step=k)
-        t = synced_time(device) - t0
+    sampling_seconds(model, labels[:2], k, seed=0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = sampling_seconds(model, labels, k)
     row = {"batch": batch, "positions_per_step": k, "steps": -(-model.spec.num_positions // k),
            "seconds": t, "images_per_s": batch / t}
     if device.type == "cuda":

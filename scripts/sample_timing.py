@@ -17,17 +17,9 @@ import time
 import torch
 
 from heptapod.sample import balanced_labels
+from heptapod.scale_bench import sampling_seconds
 from heptapod.train import load_generator
-from heptapod.utils.device import autocast, resolve_device, synced_time
-from heptapod.utils.training import step_generator
-
-
-def sampling_seconds(model, batch: int, k: int, device: torch.device) -> float:
-    labels = balanced_labels(batch, model.spec.num_classes).to(device)
-    t0 = synced_time(device)
-    with torch.no_grad(), autocast(device):
-        model.sample(labels, generator=step_generator(0, 1), positions_per_step=k)
-    return synced_time(device) - t0
+from heptapod.utils.device import resolve_device
 
 
 def main() -> None:
@@ -39,16 +31,20 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device("auto")
     model = load_generator(args.model).to(device)
-    sampling_seconds(model, 4, 1, device)  # warm-up: kernels, allocator
+
+    def labels(batch: int) -> torch.Tensor:
+        return balanced_labels(batch, model.spec.num_classes).to(device)
+
+    sampling_seconds(model, labels(4), 1)  # warm-up: kernels, allocator
     for k in args.positions:
         for b in args.batches:
-            print(f"batch {b} k {k}: {sampling_seconds(model, b, k, device):.2f} s", flush=True)
+            print(f"batch {b} k {k}: {sampling_seconds(model, labels(b), k):.2f} s", flush=True)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=acts) as prof:
-            sampling_seconds(model, args.batches[len(args.batches) // 2], 1, device)
+            sampling_seconds(model, labels(args.batches[len(args.batches) // 2]), 1)
         key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
 

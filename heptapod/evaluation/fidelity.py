@@ -9,7 +9,6 @@ dict carries the name of the extractor, and reports label numbers with it.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from heptapod.config import ClassifierConfig, EvaluateConfig
 from heptapod.data.images import to_float
-from heptapod.utils.io import atomic_path, file_sha256, load_checkpoint, save_checkpoint
+from heptapod.utils.io import copy_pinned, file_sha256, load_checkpoint, save_checkpoint
 from heptapod.utils.training import progress
 
 
@@ -112,10 +111,7 @@ def pin_classifier(path: str | Path, test: tuple[np.ndarray, np.ndarray], num_cl
                          f"{meta['num_classes']} classes, but the data set has {channels} and {num_classes}")
     if dataset and meta.get("dataset") and meta["dataset"] != dataset:
         raise ValueError(f"classifier.checkpoint {path}: trained on {meta['dataset']}, but the data set is {dataset}")
-    accuracy = classifier_accuracy(model, *test)
-    with atomic_path(out) as tmp:
-        shutil.copyfile(path, tmp)
-    return {"test_accuracy": accuracy, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
+    return {"test_accuracy": classifier_accuracy(model, *test), **copy_pinned(path, out)}
 
 
 def classifier_from(ckpt: dict) -> Classifier:

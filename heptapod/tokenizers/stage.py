@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from heptapod.tokenizers.published import LlamaGenVQConfig, MARKLConfig, build_p
 from heptapod.tokenizers.vq import TOKENIZERS, TokenizerSpec, build_tokenizer
 from heptapod.utils.blocks import BlockCache, shard_blocks
 from heptapod.utils.device import resolve_device
-from heptapod.utils.io import CheckpointError, atomic_path, file_sha256, load_checkpoint, save_checkpoint
+from heptapod.utils.io import CheckpointError, copy_pinned, file_sha256, load_checkpoint, save_checkpoint
 from heptapod.utils.training import Resumable, batches, check_finite, progress, step_generator
 
 PUBLISHED_CONFIGS = {"vq": LlamaGenVQConfig, "kl": MARKLConfig}
@@ -63,9 +62,7 @@ def pin_tokenizer(cfg: Config, kind: str, path: str | Path, ckpt: dict, out: str
                          + ", ".join(f"{k} is {a} in the file, {b} here" for k, (a, b) in diff.items()))
     if ckpt.get("dataset") and ckpt["dataset"] != cfg.data.dataset:
         raise ValueError(f"{name}: trained on {ckpt['dataset']}, but the data set is {cfg.data.dataset}")
-    with atomic_path(out) as tmp:
-        shutil.copyfile(path, tmp)
-    return {"pinned": kind, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
+    return {"pinned": kind, **copy_pinned(path, out)}
 
 
 def train_tokenizer(cfg: Config, kind: str, train_images: str | Path, out: str | Path) -> dict:

@@ -102,6 +102,14 @@ def load_checkpoint(path: str | Path, kind: str) -> dict:
     return obj
 
 
+def copy_pinned(path: str | Path, out: str | Path) -> dict:
+    """Copy a fixed weights file (a pinned classifier or tokenizer) byte for byte, atomically, and
+    name it and its hash for the stage's record."""
+    with atomic_path(out) as tmp:
+        shutil.copyfile(path, tmp)
+    return {"checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
