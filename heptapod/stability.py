@@ -58,9 +58,10 @@ def _cell(x) -> str:
 
 INTROS = {
     "rerun": ("# Do the verdicts survive a rerun? `{first}` vs `{second}`",
-              "The same commit and parameters, rerun with other thread counts (other floating-point "
-              "reductions, a stand-in for another machine). **{held} of {total} verdicts hold.** A "
-              "verdict that flips is not evidence: read it as **within noise**."),
+              "The same parameters, rerun with other thread counts (other floating-point "
+              "reductions, a stand-in for another machine; which commits and machines made each is "
+              "listed below). **{held} of {total} verdicts hold.** A verdict that flips is not "
+              "evidence: read it as **within noise**."),
     "dataset": ("# Which verdicts hold on both data sets? `{first}` vs `{second}`",
                 "The same families, models and budget on two data sets; each verdict by the decision "
                 "rule of its own report. **{held} of {total} verdicts are the same on both.** Only a "
@@ -131,7 +132,7 @@ def stability_report(first_dir: str | Path, second_dir: str | Path, families: li
     first, second = {"rerun": ("first run", "rerun"), "machine": ("first machine", "second machine")}.get(
         kind, (first_dir.name, second_dir.name))
     lines = [heading, "", intro, ""]
-    if kind == "machine":  # the two runs may differ in commit as well as machine: say so
+    if kind != "dataset":  # two runs of one study may differ in commit and machine too: say so
         a, b = reports[families[0]]
         lines += [_provenance_line(first, first_dir, a), _provenance_line(second, second_dir, b), ""]
     lines += [f"| family | comparison | {first} | {second} | holds |", "|---|---|---|---|---|"]

@@ -93,6 +93,7 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
     # a's FID moved 1.5 = 3 seed SDs of the first report; b did not move; NLL has no seed SD
     assert "| table1 | a | 40 | 41.5 | 3 | 2 | 2 | – |" in text and "| table1 | b | 50 | 50 | 0 | – | – | – |" in text
     assert "Median move over the variants: FID 1.50 seed SDs (2 variants), NLL –." in text
+    assert "- first run (`first`): report written at `c1`, runs evaluated at `e0`, `e1`, trained on Xeon (AVX512)\n" in text
     # another machine: the same table, and which commits each report comes from
     stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "m.json", "machine")
     text = out.read_text()
@@ -104,6 +105,7 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
     text = out.read_text()
     assert "**1 of 2 verdicts are the same on both.**" in text and "| family | comparison | first | second |" in text
     assert "seed SDs" not in text and "| table1 | a | 40 | 41.5 | 2 | 2 |" in text
+    assert "report written" not in text  # two studies, not two runs of one: no provenance to line up
     # a rerun whose FIDs come from a retrained classifier: each run's move split in two
     split = {"a": ({"fid": 40.0}, {"fid": 41.5}, {"fid": 40.5}), "a@1": ({"fid": 44.0}, {"fid": 43.0}, {"fid": 46.0})}
     stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "e.json", "rerun", split)
