@@ -132,14 +132,15 @@ def stability_report(first_dir: str | Path, second_dir: str | Path, families: li
     first, second = {"rerun": ("first run", "rerun"), "machine": ("first machine", "second machine")}.get(
         kind, (first_dir.name, second_dir.name))
     lines = [heading, "", intro, ""]
-    if kind != "dataset":  # two runs of one study may differ in commit and machine too: say so
+    # two runs of one study (not two data sets): the same scale, so moves count in seed SDs, and
+    # the runs may differ in commit and machine too, so say which made each
+    same_data = kind != "dataset"
+    if same_data:
         a, b = reports[families[0]]
         lines += [_provenance_line(first, first_dir, a), _provenance_line(second, second_dir, b), ""]
     lines += [f"| family | comparison | {first} | {second} | holds |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {k} | {v['first']} | {v['second']} | {'yes' if v['holds'] else '**no**'} |"
               for f, k, v in rows]
-    # moves in seed SDs only where both runs are of one data set (the same scale)
-    same_data = kind != "dataset"
     lines += ["", "Each variant's scores in both" + (", and how far each moved in the first report's seed "
               "standard deviations:" if same_data else ":"), ""]
     cols = [c for m in ("FID", "NLL")
