@@ -8,12 +8,14 @@ doubles has stopped moving, and a verdict that holds at both budgets is not an a
 undertraining. Presets chain (a run trained 4x as long compares with the 2x one): every link is
 judged with the noise of the chain's first preset, the one with a full Table 1 (its seed SD and
 floor), and the standard error over held-out images, paired where both presets scored the same
-tokens.
+tokens. Seed spread may change with training: where a longer budget trains seed replicates of
+its own and they spread more, their SD takes over (the threshold only ever grows).
 """
 
 from __future__ import annotations
 
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,32 @@ def same_tokens(first: str | Path, second: str | Path) -> bool:
     with closing(LatentStore(first)) as a, closing(LatentStore(second)) as b:
         return (a.continuous == b.continuous and np.array_equal(a.codes[:], b.codes[:])
                 and np.array_equal(a.labels[:], b.labels[:]))
+
+
+def seed_spread(budgets: dict[str, pd.DataFrame], variants: list[str]) -> pd.DataFrame:
+    """Per budget (preset name: its run rows): the pooled seed SD of each score over ``variants``
+    and the seeds per variant, so the first budget's spread sets beside the longer ones'."""
+    out = []
+    for name, rows in budgets.items():
+        rows = rows[rows["variant"].isin(variants)]
+        counts = rows.groupby("variant").size()
+        sd = verdicts.seed_noise(rows, tuple(m for m, _ in SCORES))
+        out.append({"preset": name, "steps": int(rows["steps"].iloc[0]),
+                    "seeds per variant": "–".join(map(str, sorted({int(counts.min()), int(counts.max())}))),
+                    **{f"{label} seed SD": sd[m] for m, label in SCORES}})
+    return pd.DataFrame(out)
+
+
+def chain_noise(first: dict[str, verdicts.Noise], spread: pd.DataFrame) -> dict[str, verdicts.Noise]:
+    """The first preset's noise, its seed SD replaced by a longer budget's where that one is
+    measured (replicates at that budget) and larger: a threshold set at the first budget must
+    not understate the spread of runs trained longer."""
+    out = dict(first)
+    for m, label in SCORES:
+        measured = spread[f"{label} seed SD"].iloc[1:].dropna().tolist()
+        if measured and (first[m].seed_sd is None or max(measured) > first[m].seed_sd):
+            out[m] = replace(first[m], seed_sd=max(measured))
+    return out
 
 
 def judge_runs(before: pd.Series, after: pd.Series, noise: dict) -> dict[str, dict]:
@@ -70,8 +98,13 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
         if missing:
             raise ValueError(f"runs of {names[1]} without a namesake in {name}: {', '.join(missing)}")
     all_first, short_rows, long_rows = run_rows(first), run_rows(shorter), run_rows(longer)
-    noise, _ = statements.family_noise(all_first, None, read_json(floor_path), samples)
+    first_noise, _ = statements.family_noise(all_first, None, read_json(floor_path), samples)
     short_rows = short_rows.set_index("run").loc[list(longer)].reset_index()
+    variants = list(dict.fromkeys(long_rows["variant"]))
+    spread = seed_spread({names[2]: all_first, **({} if names[2] == names[0] else {names[0]: short_rows}),
+                          names[1]: long_rows}, variants)
+    noise = chain_noise(first_noise, spread)
+    seeds = int(long_rows.groupby("variant").size().min())
     # the chain's first budget, where it is not the shorter one: where the runs started from
     start = None if names[2] == names[0] else all_first.set_index("run").loc[list(longer)]
     paired = same_tokens(*latents)
@@ -114,14 +147,20 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
         f"**By held-out NLL {stopped['nll']} of {len(runs)} runs stopped moving; by FID {stopped['fid']} of "
         f"{len(runs)}. {sum(v['holds'] for v in held.values())} of {len(held)} Table 1 verdicts hold "
         "at both budgets.**", "",
-        f"Noise: the seed SD of `{names[2]}`'s Table 1 (every seed), the floor SD at {samples} samples: "
+        f"Noise: the seed SD of `{names[2]}`'s Table 1 (every seed), or of a longer budget's own seeds "
+        f"where it has several and they spread more, and the floor SD at {samples} samples: "
         + "; ".join(f"{m.upper()}: {noise[m].describe()}" for m, _ in SCORES) + ". NLL "
         "standard errors are " + ("paired image by image (both presets scored the same held-out tokens)."
                                   if paired else "unpaired: the presets' held-out tokens differ "
                                   "(another tokenizer or image set), so images cannot be paired."), "",
         f"**Decision rule.** {verdicts.RULE_TEXT}", "", "## Each run at both budgets", "", markdown(table), "",
         *[f"- {r}: " + "; ".join(f"{name}: {s[m]['account']}" for m, name in SCORES) for r, s in runs.items()],
-        "", "## Table 1's verdicts at both budgets (seed 0 of each variant)", "",
+        "", "## Seed spread at each budget", "",
+        f"Pooled over {', '.join(variants)} (one seed: unmeasured). Where training longer widens it, the "
+        "first budget's noise would set too low a threshold; the rule then takes the larger.", "",
+        markdown(spread), "",
+        f"## Table 1's verdicts at both budgets ({'seed 0' if seeds == 1 else f'mean over {seeds} seeds'} "
+        "of each variant)", "",
         f"| comparison | {names[0]} | {names[1]} | holds |", "|---|---|---|---|",
         *[f"| {k} | {v[names[0]]} | {v[names[1]]} | {'yes' if v['holds'] else '**no**'} |" for k, v in held.items()],
         "", *[f"- `{n}`: {budgets[n]['statement']}" for n in names[:2]], "",
@@ -133,6 +172,7 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
             r: {"steps": int(start.loc[r, "steps"]), **{m: float(start.loc[r, m]) for m, _ in SCORES}} for r in longer},
         "verdicts": held, "statements": {n: budgets[n]["statement"] for n in names[:2]},
         "noise": {m: {"seed_sd": noise[m].seed_sd, "floor_sd": noise[m].floor_sd} for m, _ in SCORES},
+        "seed_spread": spread.astype(object).where(spread.notna(), None).to_dict(orient="records"),  # NaN: null
         "rule": verdicts.RULE_TEXT,
         "provenance": provenance(names[1], dataset, feature_extractor=long_rows["extractor"].iloc[0])})
     return {"stopped": stopped, "verdicts_held": sum(v["holds"] for v in held.values()), "verdicts": len(held)}

@@ -242,3 +242,34 @@ def test_fig6_early_verdict_averages_every_seeds_first_snapshot(tmp_path):
     text, verdict = tokens_statement(agg, one_seed, floor, noise, 500)
     assert verdict["fid_early"] == "agrees" and "threshold 3 from the end's seed SD" in text
     assert "step 750, one seed each" in text
+
+
+def test_a_longer_budget_whose_seeds_spread_more_raises_the_threshold():
+    """The doubling chain judges every link by its first preset's noise, unless a longer budget
+    trained seed replicates of its own that spread more: then theirs sets the threshold (seed
+    spread may grow with training, and a threshold must not understate it). One seed per
+    variant measures nothing and changes nothing."""
+    from heptapod.convergence import SCORES, chain_noise, seed_spread
+
+    def rows(steps, nll_by_variant):
+        return pd.DataFrame([{"variant": v, "steps": steps, "nll": x, "fid": 100.0 + 10 * x}
+                             for v, xs in nll_by_variant.items() for x in xs])
+
+    first = rows(6000, {"a": [2.70, 2.72, 2.74], "b": [2.88, 2.90, 2.92], "c": [2.2, 2.2, 2.2]})
+    wider = rows(12000, {"a": [2.60, 2.66], "b": [2.80, 2.86]})  # pooled SD 0.0424 > 0.02
+    narrower = rows(12000, {"a": [2.600, 2.601], "b": [2.800, 2.801]})
+    single = rows(24000, {"a": [2.5], "b": [2.7]})
+    label = dict(SCORES)["nll"]
+    base = {"nll": Noise(0.02, None), "fid": Noise(0.2, 1.5)}
+
+    spread = seed_spread({"ref": first, "2x": wider, "4x": single}, ["a", "b"])
+    assert list(spread["preset"]) == ["ref", "2x", "4x"] and list(spread["seeds per variant"]) == ["3", "2", "1"]
+    assert spread[f"{label} seed SD"].iloc[0] == pytest.approx(0.02)  # c, not chained, is left out
+    assert spread[f"{label} seed SD"].iloc[1] == pytest.approx(0.06 / np.sqrt(2))
+    assert math.isnan(spread[f"{label} seed SD"].iloc[2])
+    noise = chain_noise(base, spread)
+    assert noise["nll"].seed_sd == pytest.approx(0.06 / np.sqrt(2)) and noise["nll"].floor_sd is None
+    assert noise["fid"].seed_sd == pytest.approx(0.6 / np.sqrt(2)) and noise["fid"].floor_sd == 1.5
+
+    assert chain_noise(base, seed_spread({"ref": first, "2x": narrower}, ["a", "b"])) == base
+    assert chain_noise(base, seed_spread({"ref": first, "4x": single}, ["a", "b"])) == base

@@ -125,8 +125,9 @@ def test_smoke_ablations_end_to_end_then_cached(project):
 def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     """A preset that trains another's Table 1 runs twice as long (workflow.longer_of): the
     'convergence' target sets each run beside its namesake, paired over the same held-out tokens,
-    and says whether Table 1's verdicts hold at both budgets. A chain (4x of the 2x) compares
-    with the 2x runs, shows the first budget too, and keeps the first preset's noise."""
+    and says whether Table 1's verdicts hold at both budgets. The 2x trains two seeds: their
+    spread is set beside the first budget's, and the larger judges. A chain (4x of the 2x, one
+    seed) compares with the 2x runs, shows the first budget too, and keeps the first preset's noise."""
     import copy
 
     from heptapod.config import load_params
@@ -135,17 +136,22 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     longer = copy.deepcopy(smoke)
     longer["train"]["steps"] = 2 * smoke["train"]["steps"]
     longer["workflow"].update(table1=["1d-raster", "2d-random"], table2=[], window_sweep=[], density_sweep=[],
-                              depth_split=[], token_types=[], seeds=1, longer_of="smoke")
+                              depth_split=[], token_types=[], seeds=2, longer_of="smoke")
     longest = copy.deepcopy(longer)
     longest["train"]["steps"] = 4 * smoke["train"]["steps"]
-    longest["workflow"].update(table1=["2d-random"], longer_of="smoke-2x")
+    longest["workflow"].update(table1=["2d-random"], seeds=1, longer_of="smoke-2x")
     configfile = tmp_path / "smoke-2x.yaml"
     configfile.write_text(json.dumps({"presets": {"smoke-2x": longer, "smoke-4x": longest}}))  # JSON is YAML
     snakemake(project, "convergence", "--configfile", str(configfile), "--config", "preset=smoke-2x")
     out = project / "results/report/smoke-2x"
     result = json.loads((out / "convergence.json").read_text())
     assert result["shorter"] == "smoke" and result["paired"]  # same tokenizer, same held-out tokens
-    assert set(result["runs"]) == {"1d-raster", "2d-random"}
+    assert set(result["runs"]) == {"1d-raster", "1d-raster@1", "2d-random", "2d-random@1"}
+    spread = {row["preset"]: row for row in result["seed_spread"]}
+    assert set(spread) == {"smoke", "smoke-2x"} and spread["smoke-2x"]["seeds per variant"] == "2"
+    for metric, label in (("nll", "held-out NLL (bits/token)"), ("fid", "FID")):
+        sds = [spread[p][f"{label} seed SD"] for p in ("smoke", "smoke-2x")]
+        assert result["noise"][metric]["seed_sd"] == pytest.approx(max(sds))
     for run, scores in result["runs"].items():
         assert set(scores) == {"nll", "fid"}
         assert scores["nll"]["moved"] in ("improved", "got worse", "stopped moving")
@@ -155,12 +161,15 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     assert set(result["verdicts"]) == {"fid", "nll"}
     text = (out / "convergence.md").read_text()
     assert "smoke (6 steps)" in text and "smoke-2x (12 steps)" in text and "paired image by image" in text
+    assert "## Seed spread at each budget" in text and "mean over 2 seeds" in text
     assert (out / "convergence.png").stat().st_size > 1000
 
     snakemake(project, "convergence", "--configfile", str(configfile), "--config", "preset=smoke-4x")
     chained = json.loads((project / "results/report/smoke-4x/convergence.json").read_text())
     assert (chained["shorter"], chained["longer"], chained["noise_from"]) == ("smoke-2x", "smoke-4x", "smoke")
-    assert chained["noise"] == result["noise"]  # every link judged by the first preset's seeds and floor
+    first = spread["smoke"]  # one seed at 4x: the link is judged by the first preset's seeds and floor
+    assert chained["noise"]["nll"]["seed_sd"] == pytest.approx(first["held-out NLL (bits/token) seed SD"])
+    assert chained["noise"]["fid"]["floor_sd"] == result["noise"]["fid"]["floor_sd"]
     assert chained["runs"]["2d-random"]["nll"]["before"] == result["runs"]["2d-random"]["nll"]["after"]
     assert chained["first_budget"]["2d-random"]["nll"] == result["runs"]["2d-random"]["nll"]["before"]
     text = (project / "results/report/smoke-4x/convergence.md").read_text()
