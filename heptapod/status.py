@@ -1,0 +1,96 @@
+"""Where a preset's runs stand (``heptapod status``): for presets that train for hours, which
+runs are trained, which are part-way and how far, which are scored, and the training time left
+at each part-way run's own recent speed. Read-only: it reads the files the pipeline writes (the
+training logs, metrics), so it works while Snakemake runs, after it was stopped, or with none.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from heptapod import paths
+from heptapod.config import resolve
+
+RECENT = 10  # log records the recent speed is taken over (25 steps each in the long presets)
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run: str
+    steps: int  # of its schedule
+    done: int  # last logged step (0: not started)
+    state: str  # 'not started' | 'part-way' | 'trained' | 'scored'
+    steps_per_s: float | None  # over its last RECENT log records
+    idle_s: float | None  # since its log last grew (a part-way run that is not training grows none)
+
+    @property
+    def left_s(self) -> float | None:
+        """Training seconds left at its recent speed (0 once trained; None: not started)."""
+        if self.state in ("trained", "scored"):
+            return 0.0
+        return (self.steps - self.done) / self.steps_per_s if self.steps_per_s else None
+
+
+def log_records(path: Path) -> list[dict]:
+    """A training log's records with a step and a wall clock, a torn last line left out."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a killed run's last line
+        if "step" in record and "elapsed_s" in record:
+            records.append(record)
+    return records
+
+
+def run_status(params: dict, preset: str, run: str, now: float | None = None) -> RunStatus:
+    steps = resolve(params, preset, run).train.steps
+    log = paths.train_log.of(preset, run)
+    running = log.with_name(f"{log.stem}.running{log.suffix}")  # see utils.training.MetricsLog
+    if paths.model.of(preset, run).is_file() and log.is_file():
+        state = "scored" if paths.eval_metrics.of(preset, run).is_file() else "trained"
+        return RunStatus(run, steps, steps, state, None, None)
+    if not running.is_file() or not (records := log_records(running)):
+        return RunStatus(run, steps, 0, "not started", None, None)
+    recent = records[-RECENT - 1:]
+    seconds = recent[-1]["elapsed_s"] - recent[0]["elapsed_s"]
+    speed = (recent[-1]["step"] - recent[0]["step"]) / seconds if seconds > 0 else None
+    idle = (time.time() if now is None else now) - running.stat().st_mtime
+    return RunStatus(run, steps, int(records[-1]["step"]), "part-way", speed, idle)
+
+
+def preset_status(params: dict, preset: str) -> list[RunStatus]:
+    """Every run the preset's 'ablations' target trains, in its families' order."""
+    return [run_status(params, preset, run) for run in resolve(params, preset).workflow.runs()]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def status_text(preset: str, rows: list[RunStatus]) -> str:
+    """A table of the runs and a line of totals."""
+    lines = [f"{'run':<18} {'state':<12} {'steps':>13} {'steps/s':>8} {'left':>8}  last log"]
+    for r in rows:
+        speed = f"{r.steps_per_s:.2f}" if r.steps_per_s else "–"
+        idle = f"{_duration(r.idle_s)} ago" if r.idle_s is not None else ""
+        left = "" if r.left_s == 0 else _duration(r.left_s)
+        lines.append(f"{r.run:<18} {r.state:<12} {f'{r.done}/{r.steps}':>13} {speed:>8} {left:>8}  {idle}".rstrip())
+    count = {s: sum(r.state == s for r in rows) for s in ("scored", "trained", "part-way", "not started")}
+    timed = [r for r in rows if r.state == "part-way" and r.left_s is not None]
+    untimed = [r for r in rows if r.left_s is None]
+    parts = [", ".join(f"{n} {s}" for s, n in count.items() if n)]
+    if timed:
+        parts.append(f"training left: {_duration(sum(r.left_s for r in timed))} for the part-way runs at their "
+                     "recent speed (one job's time; parallel jobs share it)")
+    if untimed:
+        parts.append(f"{sum(r.steps - r.done for r in untimed)} steps of {len(untimed)} runs not started "
+                     "or without a speed yet")
+    lines += ["", f"{preset}: {len(rows)} runs: " + "; ".join(parts) + "."]
+    return "\n".join(lines)
