@@ -258,6 +258,8 @@ def cmd_analyze(args, cfg) -> dict:
         if not args.images:
             raise ConfigError("analyze --name similarity needs --images (the test image store)")
         return stage.write_similarity(cfg, args.preset, models, latents, args.images, args.out_dir)
+    if args.name == "steps":
+        return stage.write_steps(cfg, args.preset, models, latents, args.out_dir)
     if not args.train_latents:
         raise ConfigError("analyze --name probe needs --train-latents (the train latent store)")
     return stage.write_probe(cfg, args.preset, models, args.train_latents, latents, args.out_dir)
@@ -484,8 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--family", default=None, choices=list(FAMILIES), help="only this family's files")
-    p = add("analyze", cmd_analyze, "attention distance, token similarity maps or linear probe of trained runs")
-    p.add_argument("--name", required=True, choices=["attention", "similarity", "probe"])
+    p = add("analyze", cmd_analyze, "attention distance, token similarity maps, linear probe or held-out NLL "
+            "by generation step of trained runs")
+    p.add_argument("--name", required=True, choices=["attention", "similarity", "probe", "steps"])
     p.add_argument("--runs", required=True, nargs="+", help="the runs analysed (variant or variant@seed)")
     p.add_argument("--models", required=True, nargs="+", help="their final checkpoints, one per run")
     p.add_argument("--latents", required=True, nargs="+", help="their test latent stores, one per run")

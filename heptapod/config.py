@@ -190,8 +190,8 @@ class BenchConfig:
 @dataclass(frozen=True)
 class AnalysisConfig:
     similarity_runs: list[str] = _doc("Runs whose token similarity maps stand side by side (paper Fig. 3); "
-                                      "attention distance and the linear probe take Table 1's runs.")
-    images: int = _doc("Held-out images for attention distance and similarity statistics.")
+                                      "attention distance, the linear probe and NLL by step take Table 1's runs.")
+    images: int = _doc("Held-out images for attention distance, similarity statistics and NLL by step.")
     show_images: int = _doc("Test images whose similarity maps are drawn.")
     probe_train_images: int | None = _doc("Train-split images the linear probe is fit on (null: all).")
     probe_test_images: int | None = _doc("Test images the linear probe is scored on (null: all).")
@@ -284,7 +284,7 @@ class ResourcesConfig:
     merge: RuleResources = _doc("Joining shards of latents or samples, exporting samples (file copies).")
     report: RuleResources = _doc("Tables, plots and README.")
     bench: RuleResources = _doc("Throughput benchmark.")
-    analysis: RuleResources = _doc("Attention distance, similarity maps and linear probe of a preset's runs.")
+    analysis: RuleResources = _doc("Attention distance, similarity maps, linear probe and NLL by step of a preset's runs.")
 
 
 @dataclass(frozen=True)

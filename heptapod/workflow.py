@@ -211,7 +211,7 @@ class Pipeline:
         }
 
     # ------------------------------------------------------------------ analyses
-    ANALYSES = ("attention", "similarity", "probe")
+    ANALYSES = ("attention", "similarity", "probe", "steps")
 
     def analysis_outputs(self, preset: str) -> list[Path]:
         """The analyses of a preset's runs (none where it trains no Table 1 runs)."""
@@ -220,7 +220,7 @@ class Pipeline:
         return [paths.analysis.of(preset, name, ext) for name in self.ANALYSES for ext in ("md", "json", "png")]
 
     def analysis_runs(self, w) -> list[str]:
-        """Attention distance and the probe: Table 1's runs (every seed); similarity: its own list."""
+        """Attention distance, the probe and NLL by step: Table 1's runs (every seed); similarity: its own list."""
         cfg = self.config(w.preset)
         return cfg.analysis.similarity_runs if w.name == "similarity" else cfg.workflow.family_runs("table1")
 

@@ -2,13 +2,21 @@
 uses, distances and similarities mean what their names say, no label reaches the states, and
 the probe separates what is separable and nothing else."""
 
+import json
+from contextlib import closing
+
+import numpy as np
 import pytest
 import torch
 
+from heptapod.analysis import stage
 from heptapod.analysis.attention import attention_distance
 from heptapod.analysis.probe import fit_probe, linear_probe
 from heptapod.analysis.similarity import cosine_maps, similarity, states_by_position
+from heptapod.analysis.steps import nll_by_step, quarter_means
 from heptapod.analysis.trace import attention_weights, grid_distances, head_attention, label_free_inputs, trace
+from heptapod.data.store import LatentStore
+from heptapod.evaluation.likelihood import heldout_scores
 from conftest import make_latent_store
 from test_model import tiny
 
@@ -115,3 +123,53 @@ def test_linear_probe_end_to_end(tmp_path):
     out = linear_probe(tiny("1d", 16), train, test, train_images=40, test_images=None, batch_size=16, steps=5)
     assert out["train_images"] == 40 and out["test_images"] == 96
     assert 0 <= out["mean"]["test_accuracy"] <= 1 and 0 <= out["last"]["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("head,order", [("1d", "raster"), ("1d", "random"), ("global", "random")])
+def test_nll_by_step_splits_each_images_heldout_nll_step_by_step(tmp_path, head, order):
+    """The curve's mean over steps is the likelihood stage's score of the same image, on the same
+    orders, for every head and order."""
+    store = make_latent_store(tmp_path / "test.h5", grid=4, vocab=16, classes=3)
+    m = tiny(head, order=order)
+    per_step = nll_by_step(m, store, images=10, orders=3, batch_size=4)
+    assert per_step.shape == (10, 16) and (per_step > 0).all()
+    with closing(LatentStore(store)) as s:
+        whole = heldout_scores(m, s, 10, 3, 4).mean(axis=1)
+    np.testing.assert_allclose(per_step.mean(axis=1), whole, rtol=1e-10)
+    assert quarter_means(per_step.mean(axis=0)) == pytest.approx(
+        [per_step[:, 4 * i:4 * i + 4].mean() for i in range(4)])
+
+
+def test_steps_analysis_judges_2d_against_1d_in_each_quarter_of_the_steps(tmp_path, smoke_cfg, monkeypatch):
+    """`analyze --name steps`: a section, a figure and numbers; the gap between 2D and 1D runs of
+    the same order judged in each quarter of the steps by the seed SD of that quarter; each run's
+    overall NLL is its curve's mean."""
+    store = make_latent_store(tmp_path / "test.h5", grid=4, vocab=16, classes=3)
+
+    def seeded(head, seed):
+        m = tiny(head)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        return m
+
+    models = {"2d-random": seeded("global", 1), "2d-random@1": seeded("global", 2),
+              "1d-random": seeded("1d", 3), "1d-random@1": seeded("1d", 4), "1d-raster": tiny("1d", order="raster")}
+    monkeypatch.setattr(stage, "_models", lambda cfg, runs: iter(runs.items()))
+    stage.write_steps(smoke_cfg, "smoke", models, {r: store for r in models}, tmp_path / "out")
+    result = json.loads((tmp_path / "out/steps.json").read_text())
+    assert result["quarter_steps"] == [[1, 4], [5, 8], [9, 12], [13, 16]]
+    for run, curve in result["curves"].items():
+        assert len(curve) == 16 and result["nll"][run] == pytest.approx(sum(curve) / 16)
+        assert sum(result["quarters"][run]) / 4 == pytest.approx(result["nll"][run])
+    assert len(result["judged"]) == 4
+    for quarter in result["judged"]:
+        (v,) = quarter["verdicts"]  # 1d-raster's steps are other contexts: not compared
+        assert (v["better"], v["worse"]) == ("2d-random", "1d-random") and quarter["seed_sd"] > 0
+        assert quarter["paired_se"] > 0
+        assert v["threshold"] == pytest.approx(2 * max(quarter["seed_sd"], quarter["paired_se"]))
+        assert v["verdict"] in ("agrees", "disagrees", "within noise")
+    text = (tmp_path / "out/steps.md").read_text()
+    assert "| 2d-random | 2 |" in text and "steps 13-16" in text and "![steps](steps.png)" in text
+    assert (tmp_path / "out/steps.png").stat().st_size > 1000

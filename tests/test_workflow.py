@@ -306,7 +306,7 @@ def test_html_report_opens_in_a_browser(project, tmp_path):
     assert seen["error"] is None and seen["resources"] == []  # nothing fetched, not even a file
     figures = [f"results/report/smoke/{f}.png" for f in ("table1", "table2", "table4", "fig6", "fig7", "fig8",
                                                          "training_curves", "samples")]
-    figures += [f"results/report/smoke/analysis/{a}.png" for a in ("attention", "similarity", "probe")]
+    figures += [f"results/report/smoke/analysis/{a}.png" for a in ("attention", "similarity", "probe", "steps")]
     assert sorted(i["path"] for i in seen["images"]) == sorted(figures)
     for image in seen["images"]:
         with Image.open(project / image["path"]) as im:

@@ -17,6 +17,7 @@ rows were shuffled with a fixed seed when it was written, so this is a fixed ran
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,33 +34,44 @@ def order_generator(seed: int, k: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7919 + k)
 
 
-@torch.no_grad()
-def heldout_scores(model: Heptapod, store: LatentStore, images: int | None, orders: int,
-                   batch_size: int, seed: int = 0) -> np.ndarray:
-    """Per image and order (M, K): NLL in bits/token (discrete) or the noise-prediction loss
-    (continuous). Raster-order models have a single order, so K = 1 for them."""
+def scored_batches(model: Heptapod, store: LatentStore, images: int | None, orders: int, batch_size: int,
+                   seed: int = 0) -> Iterator[tuple[int, int, int, tuple, torch.Generator]]:
+    """What every held-out score reads, batch by batch: (k, lo, hi, (tokens, labels, order),
+    noise) for the first ``images`` rows under order k (raster-order models: one order), on the
+    model's device, with the model in eval mode meanwhile. Orders (and the continuous loss's
+    noise) follow ``seed``, so every model is scored on the same orders."""
     device = next(model.parameters()).device
     m = store.num_rows if images is None else min(images, store.num_rows)
     if m < 1:
         raise ValueError(f"{store.path}: no held-out rows to score")
     k_orders = 1 if model.spec.order == "raster" else orders
-    n_pos = model.spec.num_positions
     was_training = model.training
     model.eval()
-    scores = np.empty((m, k_orders))
-    for k in range(k_orders):
-        order_all = model.orders(m, order_generator(seed, k))  # same orders for every model
-        noise = order_generator(seed + 1, k)
-        for lo in range(0, m, batch_size):
-            hi = min(lo + batch_size, m)
-            codes, labels = store.rows(lo, hi)
-            tokens = store.tokens(codes[:, 0]).to(device)
-            args = (tokens, labels.to(device), order_all[lo:hi].to(device))
-            if model.spec.tokens == "discrete":
-                scores[lo:hi, k] = (model.nll(*args).sum(1) / (n_pos * math.log(2))).cpu().numpy()
-            else:
-                scores[lo:hi, k] = model.diffusion_loss(*args, generator=noise).double().cpu().numpy()
-    model.train(was_training)
+    try:
+        for k in range(k_orders):
+            order_all = model.orders(m, order_generator(seed, k))  # same orders for every model
+            noise = order_generator(seed + 1, k)
+            for lo in range(0, m, batch_size):
+                hi = min(lo + batch_size, m)
+                codes, labels = store.rows(lo, hi)
+                tokens = store.tokens(codes[:, 0]).to(device)
+                yield k, lo, hi, (tokens, labels.to(device), order_all[lo:hi].to(device)), noise
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def heldout_scores(model: Heptapod, store: LatentStore, images: int | None, orders: int,
+                   batch_size: int, seed: int = 0) -> np.ndarray:
+    """Per image and order (M, K): NLL in bits/token (discrete) or the noise-prediction loss
+    (continuous). Raster-order models have a single order, so K = 1 for them."""
+    m = store.num_rows if images is None else min(images, store.num_rows)
+    scores = np.empty((m, 1 if model.spec.order == "raster" else orders))
+    for k, lo, hi, args, noise in scored_batches(model, store, images, orders, batch_size, seed):
+        if model.spec.tokens == "discrete":
+            scores[lo:hi, k] = (model.nll(*args).sum(1) / (model.spec.num_positions * math.log(2))).cpu().numpy()
+        else:
+            scores[lo:hi, k] = model.diffusion_loss(*args, generator=noise).double().cpu().numpy()
     return scores
 
 

@@ -2,7 +2,7 @@
 
 
 rule analysis_job:
-    """Attention distance / token similarity maps / linear probe: results/report/<preset>/analysis/<name>.*"""
+    """Attention distance / token similarity maps / linear probe / NLL by generation step: results/report/<preset>/analysis/<name>.*"""
     input:
         unpack(P.analysis_inputs),
     output:
@@ -13,7 +13,7 @@ rule analysis_job:
     wildcard_constraints:
         name="|".join(Pipeline.ANALYSES),
     params:
-        cfg=P.fingerprint("analysis", "sample", "data"),
+        cfg=P.fingerprint("analysis", "sample", "evaluate", "data"),  # evaluate: the NLL orders and batch
         runs=P.analysis_runs,
         train=lambda w, input: f"--train-latents {input.train}" if w.name == "probe" else "",
         images=lambda w, input: f"--images {input.images}" if w.name == "similarity" else "",
