@@ -6,13 +6,13 @@ training logs, metrics), so it works while Snakemake runs, after it was stopped,
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from heptapod import paths
 from heptapod.config import resolve
+from heptapod.utils.training import log_lines, running_log
 
 RECENT = 10  # log records the recent speed is taken over (25 steps each in the long presets)
 
@@ -36,21 +36,13 @@ class RunStatus:
 
 def log_records(path: Path) -> list[dict]:
     """A training log's records with a step and a wall clock, a torn last line left out."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a killed run's last line
-        if "step" in record and "elapsed_s" in record:
-            records.append(record)
-    return records
+    return [record for _, record in log_lines(path) if "step" in record and "elapsed_s" in record]
 
 
 def run_status(params: dict, preset: str, run: str, now: float | None = None) -> RunStatus:
     steps = resolve(params, preset, run).train.steps
     log = paths.train_log.of(preset, run)
-    running = log.with_name(f"{log.stem}.running{log.suffix}")  # see utils.training.MetricsLog
+    running = running_log(log)
     if paths.model.of(preset, run).is_file() and log.is_file():
         state = "scored" if paths.eval_metrics.of(preset, run).is_file() else "trained"
         return RunStatus(run, steps, steps, state, None, None)

@@ -208,16 +208,20 @@ def write_steps(cfg: Config, preset: str, models: dict[str, Path], latents: dict
             continue  # no likelihood to split
         per_step = nll_by_step(model, latents[run], a.images, ev.nll_orders, ev.nll_batch_size)
         curves[run] = per_step.mean(axis=0)
-        by_image[run] = np.stack([part.mean(axis=1) for part in np.array_split(per_step, 4, axis=1)], axis=1)
+        by_image[run] = quarter_means(per_step)
         heads[split_run(run)[0]], orders[split_run(run)[0]] = model.spec.head, model.spec.order
     if not curves:
         raise ValueError("analyze --name steps: no run with discrete tokens to score")
     # a step means the same context (and, in raster order, the same position) only within one order
     same_order = [(two, one) for two, one in _pairs(heads) if orders[two] == orders[one]]
-    image_means = {v: np.mean([x for r, x in by_image.items() if split_run(r)[0] == v], axis=0) for v in heads}
+
+    def seed_mean(per_run: dict[str, np.ndarray], variant: str) -> np.ndarray:
+        return np.mean([x for r, x in per_run.items() if split_run(r)[0] == variant], axis=0)
+
+    image_means = {v: seed_mean(by_image, v) for v in heads}
     n = len(next(iter(curves.values())))
     bounds = [(int(part[0]) + 1, int(part[-1]) + 1) for part in np.array_split(np.arange(n), 4)]
-    quarters = {run: quarter_means(c) for run, c in curves.items()}
+    quarters = {run: [float(x) for x in q.mean(axis=0)] for run, q in by_image.items()}  # = the curve's quarters
     judged, lines = [], []
     for i, (lo, hi) in enumerate(bounds):
         # the rule for NLL: 2 x max(seed SD, SE of the difference paired image by image)
@@ -243,7 +247,7 @@ def write_steps(cfg: Config, preset: str, models: dict[str, Path], latents: dict
             "|---|---|" + "---|" * 5]
     for v, s_ in variants.items():
         text.append(f"| {v} | {s_['seeds']} | " + " | ".join(_pm(q[v]) for q in by_quarter) + f" | {_pm(s_)} |")
-    mean_curve = {v: np.mean([c for r, c in curves.items() if split_run(r)[0] == v], axis=0) for v in variants}
+    mean_curve = {v: seed_mean(curves, v) for v in variants}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     steps = np.arange(1, n + 1)
     for v, c in mean_curve.items():

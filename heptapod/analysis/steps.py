@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from heptapod.data.store import LatentStore
-from heptapod.evaluation.likelihood import scored_batches
+from heptapod.evaluation.likelihood import heldout_shape, scored_batches
 from heptapod.models.heptapod import Heptapod
 
 
@@ -30,7 +30,7 @@ def nll_by_step(model: Heptapod, latents: str | Path, images: int | None, orders
     if model.spec.tokens != "discrete":
         raise ValueError("nll_by_step: continuous tokens have no discrete likelihood")
     with closing(LatentStore(latents)) as store:
-        m = store.num_rows if images is None else min(images, store.num_rows)
+        m, _ = heldout_shape(model, store, images, orders)
         total, counts = np.zeros((m, model.spec.num_positions)), np.zeros(m)
         for _k, lo, hi, args, _noise in scored_batches(model, store, images, orders, batch_size, seed):
             total[lo:hi] += (model.nll(*args) / math.log(2)).cpu().numpy()
@@ -38,6 +38,7 @@ def nll_by_step(model: Heptapod, latents: str | Path, images: int | None, orders
     return total / counts[:, None]
 
 
-def quarter_means(per_step: np.ndarray) -> list[float]:
-    """Mean NLL over each quarter of the steps (first quarter: the least context)."""
-    return [float(part.mean()) for part in np.array_split(np.asarray(per_step), 4, axis=-1)]
+def quarter_means(per_step: np.ndarray) -> np.ndarray:
+    """Mean NLL over each quarter of the steps (the last axis; first quarter: the least context),
+    for one curve (4,) or per image (M, 4)."""
+    return np.stack([part.mean(axis=-1) for part in np.array_split(np.asarray(per_step), 4, axis=-1)], axis=-1)

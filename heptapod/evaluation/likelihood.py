@@ -34,6 +34,15 @@ def order_generator(seed: int, k: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7919 + k)
 
 
+def heldout_shape(model: Heptapod, store: LatentStore, images: int | None, orders: int) -> tuple[int, int]:
+    """(M, K): the held-out rows scored (the first ``images``, or all) and the orders per row
+    (raster-order models: their one order)."""
+    m = store.num_rows if images is None else min(images, store.num_rows)
+    if m < 1:
+        raise ValueError(f"{store.path}: no held-out rows to score")
+    return m, 1 if model.spec.order == "raster" else orders
+
+
 def scored_batches(model: Heptapod, store: LatentStore, images: int | None, orders: int, batch_size: int,
                    seed: int = 0) -> Iterator[tuple[int, int, int, tuple, torch.Generator]]:
     """What every held-out score reads, batch by batch: (k, lo, hi, (tokens, labels, order),
@@ -41,10 +50,7 @@ def scored_batches(model: Heptapod, store: LatentStore, images: int | None, orde
     model's device, with the model in eval mode meanwhile. Orders (and the continuous loss's
     noise) follow ``seed``, so every model is scored on the same orders."""
     device = next(model.parameters()).device
-    m = store.num_rows if images is None else min(images, store.num_rows)
-    if m < 1:
-        raise ValueError(f"{store.path}: no held-out rows to score")
-    k_orders = 1 if model.spec.order == "raster" else orders
+    m, k_orders = heldout_shape(model, store, images, orders)
     was_training = model.training
     model.eval()
     try:
@@ -65,8 +71,7 @@ def heldout_scores(model: Heptapod, store: LatentStore, images: int | None, orde
                    batch_size: int, seed: int = 0) -> np.ndarray:
     """Per image and order (M, K): NLL in bits/token (discrete) or the noise-prediction loss
     (continuous). Raster-order models have a single order, so K = 1 for them."""
-    m = store.num_rows if images is None else min(images, store.num_rows)
-    scores = np.empty((m, 1 if model.spec.order == "raster" else orders))
+    scores = np.empty(heldout_shape(model, store, images, orders))
     for k, lo, hi, args, noise in scored_batches(model, store, images, orders, batch_size, seed):
         if model.spec.tokens == "discrete":
             scores[lo:hi, k] = (model.nll(*args).sum(1) / (model.spec.num_positions * math.log(2))).cpu().numpy()

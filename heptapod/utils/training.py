@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -75,6 +75,21 @@ class Resumable:
         })
 
 
+def running_log(path: str | Path) -> Path:
+    """Where the log of a run that is still training grows: ``<name>.running.jsonl`` beside ``path``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.running{path.suffix}")
+
+
+def log_lines(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """Each line of a JSON-lines log with its record, up to a torn last line of a killed run."""
+    for line in Path(path).read_text().splitlines():
+        try:
+            yield line, json.loads(line)
+        except json.JSONDecodeError:
+            return
+
+
 class MetricsLog:
     """JSON-lines metrics log. While the run trains it grows in ``<name>.running.jsonl``, which
     is not an output of the training job: Snakemake and DVC remove a job's outputs before they
@@ -83,19 +98,17 @@ class MetricsLog:
 
     def __init__(self, path: str | Path, resume_step: int):
         self.path = Path(path)
-        self.running = self.path.with_name(f"{self.path.stem}.running{self.path.suffix}")
+        self.running = running_log(self.path)
         self.elapsed0 = 0.0  # wall seconds of earlier sessions of this run
         lines = []
         source = self.running if self.running.exists() else self.path  # the latter: older runs
         if resume_step > 0 and source.exists():
-            for line in source.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                    if record["step"] <= resume_step:
-                        lines.append(line)
-                        self.elapsed0 = record.get("elapsed_s", self.elapsed0)
-                except (json.JSONDecodeError, KeyError):
-                    break  # a torn last line of a killed run
+            for line, record in log_lines(source):
+                if "step" not in record:
+                    break
+                if record["step"] <= resume_step:
+                    lines.append(line)
+                    self.elapsed0 = record.get("elapsed_s", self.elapsed0)
         with atomic_path(self.running) as tmp:
             tmp.write_text("".join(line + "\n" for line in lines))
 
