@@ -66,10 +66,12 @@ class TokenizerConfig:
     eval_images: int = _doc("Test images reconstructed for MSE / rFID.")
     vq_checkpoint: str | None = _doc("VQ tokenizer file to use instead of training one: a released "
                                      "checkpoint to import (LlamaGen's vq_ds16_c2i.pt), or a trained "
-                                     "tokenizer.pt of these settings, used as is; null: train.")
+                                     "tokenizer.pt of these settings, used as is (its steps, batch size, "
+                                     "lr and seed are the file's); null: train.")
     kl_checkpoint: str | None = _doc("KL-VAE tokenizer file to use instead of training one: a released "
                                      "checkpoint to import (MAR's kl16.ckpt), or a trained tokenizer.pt "
-                                     "of these settings, used as is; null: train.")
+                                     "of these settings, used as is (its steps, batch size, lr and seed "
+                                     "are the file's); null: train.")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class ClassifierConfig:
     checkpoint: str | None = _doc(
         "A trained classifier (a classifier.pt of this pipeline) to score with instead of training "
         "one: a fixed feature extractor, so that FIDs compare across machines, whose retrained "
-        "classifiers differ; its test accuracy is measured again. null: train.")
+        "classifiers differ; its width must be classifier.width, its steps, batch size, lr and seed "
+        "are the file's (this section's are unused), and its test accuracy is measured again. null: train.")
 
 
 @dataclass(frozen=True)
@@ -482,10 +485,35 @@ def resolve(params: dict, preset: str | None = None, variant: str | None = None)
             raw["train"]["seed"] += seed
             raw["sample"]["seed"] += seed
     cfg = _build(Config, raw)
-    for run in cfg.workflow.runs():
+    _check_pinned_files_leave_nothing_unused(params["presets"].get(preset, {}), cfg, preset)
+    runs = cfg.workflow.runs()
+    for run in runs:
         if split_run(run)[0] not in params["variants"]:
             raise ConfigError(f"preset '{preset}': workflow names unknown variant '{run}'")
+    # The analyses look at runs the preset trains anyway; a similarity run outside its study
+    # would make the 'analysis' target train a run at the preset's budget for one figure.
+    if cfg.workflow.family_runs("table1"):
+        if stray := [r for r in cfg.analysis.similarity_runs if r not in runs]:
+            raise ConfigError(f"preset '{preset}': analysis.similarity_runs names {', '.join(stray)}, "
+                              f"which its workflow does not train (it trains: {', '.join(runs)})")
     return cfg
+
+
+# Settings that only shape training: a section whose files are all given (used as is) ignores them.
+_PINNED = {"classifier": (("checkpoint",), ("steps", "batch_size", "lr", "seed")),
+           "tokenizer": (("vq_checkpoint", "kl_checkpoint"),
+                         ("steps", "batch_size", "lr", "seed", "commitment", "kl_weight"))}
+
+
+def _check_pinned_files_leave_nothing_unused(override: dict, cfg: Config, preset: str) -> None:
+    """A preset that sets how to train a classifier or tokenizer it then takes from a file would be
+    silently ignored: name the keys instead."""
+    for section, (files, training) in _PINNED.items():
+        if all(getattr(getattr(cfg, section), f) for f in files):
+            if unused := [k for k in training if k in override.get(section, {})]:
+                raise ConfigError(f"preset '{preset}': {', '.join(f'{section}.{k}' for k in unused)} "
+                                  f"would not be used: {section}.{' and '.join(files)} give the trained "
+                                  f"file(s), used as is (set {'them' if len(files) > 1 else 'it'} to null to train)")
 
 
 def split_run(run: str) -> tuple[str, int]:

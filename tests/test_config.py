@@ -67,6 +67,33 @@ def test_unknown_preset_and_variant(params):
         resolve(params, "smoke", "nope")
 
 
+def test_similarity_runs_must_be_runs_the_preset_trains(params):
+    # every shipped preset's analysis looks only at runs its study trains
+    for preset in ["default", *params["presets"]]:
+        cfg = resolve(params, preset)
+        if cfg.workflow.family_runs("table1"):
+            assert set(cfg.analysis.similarity_runs) <= set(cfg.workflow.runs()), preset
+    stray = copy.deepcopy(params)
+    stray["presets"]["smoke"]["analysis"]["similarity_runs"] = ["2d-random", "1d-random"]
+    with pytest.raises(ConfigError, match="preset 'smoke': analysis.similarity_runs names 1d-random, which"):
+        resolve(stray, "smoke")
+
+
+def test_training_settings_of_a_pinned_file_are_named_not_ignored(params):
+    pinned = copy.deepcopy(params)
+    pinned["presets"]["reference"]["classifier"] = {"steps": 2000}
+    with pytest.raises(ConfigError, match=r"preset 'reference': classifier.steps would not be used: "
+                                          r"classifier.checkpoint give"):
+        resolve(pinned, "reference")
+    pinned["presets"]["reference"]["classifier"] = {"steps": 2000, "checkpoint": None}  # trains: used
+    assert resolve(pinned, "reference").classifier.steps == 2000
+    pinned["presets"]["reference"]["tokenizer"] = {"lr": 0.01, "commitment": 0.5}
+    with pytest.raises(ConfigError, match="tokenizer.lr, tokenizer.commitment would not be used"):
+        resolve(pinned, "reference")
+    pinned["presets"]["reference"]["tokenizer"]["kl_checkpoint"] = None  # the KL tokenizer trains
+    assert resolve(pinned, "reference").tokenizer.lr == 0.01
+
+
 def test_longer_presets_chain_to_their_first_and_a_loop_is_named(params):
     assert longer_chain(params, "reference-4x") == ["reference-4x", "reference-2x", "reference"]
     looped = copy.deepcopy(params)

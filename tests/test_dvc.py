@@ -41,8 +41,18 @@ def test_dvc_reads_the_pipelines():
     proc = subprocess.run([sys.executable, "-m", "dvc", "stage", "list"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for family in ("table1", "table2", "table4", "fig6", "fig7", "fig8"):
+    from heptapod.config import FAMILIES
+
+    for family in FAMILIES:
         assert f"paper@{family}-default" in proc.stdout
+    # the README stage runs after every family's stage: its deps name each family once
+    report = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["do"]
+    assert [d for d in report["deps"] if d.startswith("results/dvc/")] == [
+        f"results/dvc/${{item}}/{family}.json" for family in FAMILIES]
+    # every stage is told its preset on the command line: params.yaml's own `preset` is not read
+    for pipeline in PIPELINES:
+        for stage in yaml.safe_load(pipeline.read_text())["stages"].values():
+            assert "preset" not in stage.get("do", stage)["params"], pipeline
     assert "report@default" in proc.stdout and "imagenet" not in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "workflow/paper/dvc.yaml"], cwd=ROOT,
                           capture_output=True, text=True)

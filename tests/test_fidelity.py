@@ -88,6 +88,9 @@ def test_pinned_classifier_is_the_same_extractor_byte_for_byte(classifier, tmp_p
     with pytest.raises(ValueError, match="trained on toy, but the data set is mnist"):
         pin_classifier(classifier, test, 2, tmp_path / "other.pt", "mnist")
     assert pin_classifier(classifier, test, 2, tmp_path / "same.pt", "toy")["test_accuracy"] > 0.9
+    assert pin_classifier(classifier, test, 2, tmp_path / "same.pt", "toy", width=4)["test_accuracy"] > 0.9
+    with pytest.raises(ValueError, match=r"width is 4 in the file, 99 in classifier.width"):
+        pin_classifier(classifier, test, 2, tmp_path / "other.pt", "toy", width=99)
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="broken.pt"):
         pin_classifier(tmp_path / "broken.pt", test, 2, tmp_path / "x.pt")

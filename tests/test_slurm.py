@@ -72,6 +72,7 @@ def project(tmp_path_factory):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     wf = params["presets"]["smoke"]["workflow"]
     wf.update({k: [RUN] for k, v in wf.items() if isinstance(v, list)}, seeds=1)
+    params["presets"]["smoke"]["analysis"]["similarity_runs"] = [RUN]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 

@@ -137,6 +137,7 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     longer["train"]["steps"] = 2 * smoke["train"]["steps"]
     longer["workflow"].update(table1=["1d-raster", "2d-random"], table2=[], window_sweep=[], density_sweep=[],
                               depth_split=[], token_types=[], seeds=2, longer_of="smoke")
+    longer["analysis"]["similarity_runs"] = ["2d-random"]  # of the runs it trains
     longest = copy.deepcopy(longer)
     longest["train"]["steps"] = 4 * smoke["train"]["steps"]
     longest["workflow"].update(table1=["2d-random"], seeds=1, longer_of="smoke-2x")
@@ -190,6 +191,7 @@ def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(proje
     rerun = copy.deepcopy(smoke)
     rerun["workflow"].update(table1=["1d-raster", "2d-random"], table2=[], window_sweep=[], density_sweep=[],
                              depth_split=[], token_types=[], seeds=1, rerun_of="smoke")
+    rerun["analysis"]["similarity_runs"] = ["2d-random"]
     rerun["resources"] = {"train": {"cpus": 2}}
     rerun["classifier"]["checkpoint"] = "results/classifier/smoke/classifier.pt"
     configfile = tmp_path / "smoke-rerun.yaml"

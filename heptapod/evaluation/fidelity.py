@@ -99,16 +99,20 @@ def classifier_accuracy(model: Classifier, images: np.ndarray, labels: np.ndarra
 
 
 def pin_classifier(path: str | Path, test: tuple[np.ndarray, np.ndarray], num_classes: int,
-                   out: str | Path, dataset: str | None = None) -> dict:
+                   out: str | Path, dataset: str | None = None, width: int | None = None) -> dict:
     """Use a trained classifier as is (classifier.checkpoint): check that it fits the data set
     (its shape, and its data set where the file records one: MNIST and Fashion-MNIST have the same
-    shape), measure its test accuracy here, and copy it byte for byte to ``out``."""
+    shape) and the preset's classifier.width, measure its test accuracy here, and copy it byte for
+    byte to ``out``."""
     ckpt = load_checkpoint(path, "classifier")
     model, meta = classifier_from(ckpt), ckpt["meta"]
     channels = test[0].shape[1]
     if (meta["channels"], meta["num_classes"]) != (channels, num_classes):
         raise ValueError(f"classifier.checkpoint {path}: made for {meta['channels']} channel(s) and "
                          f"{meta['num_classes']} classes, but the data set has {channels} and {num_classes}")
+    if width is not None and meta.get("width", width) != width:
+        raise ValueError(f"classifier.checkpoint {path}: width is {meta['width']} in the file, "
+                         f"{width} in classifier.width")
     if dataset and meta.get("dataset") and meta["dataset"] != dataset:
         raise ValueError(f"classifier.checkpoint {path}: trained on {meta['dataset']}, but the data set is {dataset}")
     return {"test_accuracy": classifier_accuracy(model, *test), **copy_pinned(path, out)}

@@ -138,7 +138,7 @@ def classifier_stage(cfg: Config, train_images: str | Path, test_images: str | P
     test_x, test_y, attrs = load_images(test_images)
     if cfg.classifier.checkpoint:
         return pin_classifier(cfg.classifier.checkpoint, (test_x, test_y), attrs["num_classes"], out,
-                              cfg.data.dataset)
+                              cfg.data.dataset, cfg.classifier.width)
     train_x, train_y, _ = load_images(train_images)
     return train_classifier(cfg.classifier, (train_x, train_y), (test_x, test_y), attrs["num_classes"], out,
                             resolve_device(cfg.workflow.device), cfg.data.dataset)

@@ -109,7 +109,7 @@ rule bench:
     output:
         paths.bench,
     params:
-        cfg=P.fingerprint("model", "train", "bench"),
+        cfg=P.fingerprint("model", "train", "bench", "evaluate"),  # evaluate: speed_positions
     threads: P.threads("bench")
     resources:
         **P.resources("bench"),
