@@ -511,9 +511,11 @@ def _check_pinned_files_leave_nothing_unused(override: dict, cfg: Config, preset
     for section, (files, training) in _PINNED.items():
         if all(getattr(getattr(cfg, section), f) for f in files):
             if unused := [k for k in training if k in override.get(section, {})]:
+                given = " and ".join(f"{section}.{f}" for f in files)
+                verb, them, s = ("give", "them", "s") if len(files) > 1 else ("gives", "it", "")
                 raise ConfigError(f"preset '{preset}': {', '.join(f'{section}.{k}' for k in unused)} "
-                                  f"would not be used: {section}.{' and '.join(files)} give the trained "
-                                  f"file(s), used as is (set {'them' if len(files) > 1 else 'it'} to null to train)")
+                                  f"would not be used: {given} {verb} the trained file{s}, used as is "
+                                  f"(set {them} to null to train)")
 
 
 def split_run(run: str) -> tuple[str, int]:

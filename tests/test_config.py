@@ -83,7 +83,7 @@ def test_training_settings_of_a_pinned_file_are_named_not_ignored(params):
     pinned = copy.deepcopy(params)
     pinned["presets"]["reference"]["classifier"] = {"steps": 2000}
     with pytest.raises(ConfigError, match=r"preset 'reference': classifier.steps would not be used: "
-                                          r"classifier.checkpoint give"):
+                                          r"classifier.checkpoint gives the trained file, used as is"):
         resolve(pinned, "reference")
     pinned["presets"]["reference"]["classifier"] = {"steps": 2000, "checkpoint": None}  # trains: used
     assert resolve(pinned, "reference").classifier.steps == 2000

@@ -193,7 +193,8 @@ def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(proje
                              depth_split=[], token_types=[], seeds=1, rerun_of="smoke")
     rerun["analysis"]["similarity_runs"] = ["2d-random"]
     rerun["resources"] = {"train": {"cpus": 2}}
-    rerun["classifier"]["checkpoint"] = "results/classifier/smoke/classifier.pt"
+    # the file is used as is: the smoke preset's classifier training settings would be unused
+    rerun["classifier"] = {"width": smoke["classifier"]["width"], "checkpoint": "results/classifier/smoke/classifier.pt"}
     configfile = tmp_path / "smoke-rerun.yaml"
     configfile.write_text(json.dumps({"presets": {"smoke-rerun": rerun}}))  # JSON is YAML
     snakemake(project, "stability", "--configfile", str(configfile), "--config", "preset=smoke-rerun")
