@@ -16,9 +16,8 @@ CONFIG=(--config preset=reference)  # last: --config takes every word after it
 "${SNAKEMAKE[@]}" --unlock "${CONFIG[@]}" >/dev/null 2>&1 || true
 echo "reference run: started ($(date -u +%FT%TZ))"
 # 1. Table 1 (3 seeds) and Fig. 8 (n = 1, 2, 4, 8): order and supervision density, the paper's
-#    central claims; then what the model does inside (analysis/, NLL by generation step).
+#    central claims.
 "${SNAKEMAKE[@]}" table1 fig8 --prioritize table1 "${CONFIG[@]}"
-"${SNAKEMAKE[@]}" analysis "${CONFIG[@]}"
 # 2. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
 #    with the one before and judged by the reference's noise: has the ranking stopped moving?
 #    The links are the presets whose workflow.longer_of chain ends at `reference`, shortest first.
@@ -30,7 +29,8 @@ print(' '.join(sorted(links, key=lambda n: len(longer_chain(p, n)))))")
 for link in $chain; do
     "${SNAKEMAKE[@]}" convergence --config preset="$link"
 done
-# 3. The other families (Table 4, Fig. 7, Fig. 6) and the whole report.
-"${SNAKEMAKE[@]}" table4 fig7 fig6 ablations "${CONFIG[@]}"
+# 3. The other families (Table 4, Fig. 7, Fig. 6), the whole report and what the models do inside
+#    (analysis/: its similarity maps set Fig. 6's KL run beside Table 1's, so they wait for it).
+"${SNAKEMAKE[@]}" table4 fig7 fig6 ablations analysis --prioritize analysis "${CONFIG[@]}"
 echo "reference run: done ($(date -u +%FT%TZ)); report in results/report/reference/, doubling tests in" \
      "results/report/{${chain// /,}}/convergence.md"
