@@ -315,8 +315,11 @@ def cmd_model_params(args, cfg) -> dict:
 def cmd_status(args, cfg) -> dict:
     from heptapod.status import preset_status, status_text
 
-    rows = preset_status(load_params(args.params), args.preset)
-    print(status_text(args.preset, rows))
+    from heptapod.config import longer_links
+
+    params = load_params(args.params)
+    # a preset's doubling chain trains after it (scripts/reference_run.sh): its links too
+    print("\n\n".join(status_text(p, preset_status(params, p)) for p in [args.preset, *longer_links(params, args.preset)]))
     return {}
 
 
@@ -512,8 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true")
     p.add_argument("--check", action="store_true")
     add("params", cmd_params, "print the resolved parameters of a preset/variant", variant=True)
-    add("status", cmd_status, "where a preset's runs stand: trained, part-way (steps, speed, time left) or "
-        "not started; read from the files the pipeline writes")
+    add("status", cmd_status, "where a preset's runs stand, and those of its doubling chain: trained, part-way "
+        "(steps, speed, time left) or not started; read from the files the pipeline writes")
     p = add("model-params", cmd_model_params, "per-module parameter table of a preset's generator "
             "(meta device: no memory needed)", variant=True)
     p.add_argument("--num-classes", type=int, default=1000, help="class count (default 1000, ImageNet)")

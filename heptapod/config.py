@@ -547,6 +547,13 @@ def longer_chain(params: dict, preset: str) -> list[str]:
     return chain
 
 
+def longer_links(params: dict, preset: str) -> list[str]:
+    """The presets that train ``preset``'s runs longer, directly or down a chain of them
+    (workflow.longer_of), shortest first: the doubling chain that starts at ``preset``."""
+    links = [n for n in preset_names(params) if preset in longer_chain(params, n)[1:]]
+    return sorted(links, key=lambda n: len(longer_chain(params, n)))
+
+
 def tokenizer_kind(cfg: Config) -> str:
     """The tokenizer a generator reads: VQ for discrete tokens, KL VAE for continuous ones."""
     if cfg.model.tokens not in registry.TOKENIZER_OF_OUTPUT:

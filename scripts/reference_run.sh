@@ -20,12 +20,10 @@ echo "reference run: started ($(date -u +%FT%TZ))"
 "${SNAKEMAKE[@]}" table1 fig8 --prioritize table1 "${CONFIG[@]}"
 # 2. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
 #    with the one before and judged by the reference's noise: has the ranking stopped moving?
-#    The links are the presets whose workflow.longer_of chain ends at `reference`, shortest first.
+#    The links are the presets whose workflow.longer_of chain leads to `reference`, shortest first.
 chain=$(.venv/bin/python -c "
-from heptapod.config import load_params, longer_chain, preset_names
-p = load_params()
-links = [n for n in preset_names(p) if n != 'reference' and longer_chain(p, n)[-1] == 'reference']
-print(' '.join(sorted(links, key=lambda n: len(longer_chain(p, n)))))")
+from heptapod.config import load_params, longer_links
+print(' '.join(longer_links(load_params(), 'reference')))")
 for link in $chain; do
     "${SNAKEMAKE[@]}" convergence --config preset="$link"
 done

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from heptapod.cli import main
-from heptapod.config import ConfigError, longer_chain, resolve, validate_params
+from heptapod.config import ConfigError, longer_chain, longer_links, resolve, validate_params
 
 from conftest import ROOT
 
@@ -96,6 +96,8 @@ def test_training_settings_of_a_pinned_file_are_named_not_ignored(params):
 
 def test_longer_presets_chain_to_their_first_and_a_loop_is_named(params):
     assert longer_chain(params, "reference-4x") == ["reference-4x", "reference-2x", "reference"]
+    assert longer_links(params, "reference") == ["reference-2x", "reference-4x", "reference-8x"]
+    assert longer_links(params, "reference-4x") == ["reference-8x"] and longer_links(params, "default") == []
     looped = copy.deepcopy(params)
     looped["presets"]["reference"].setdefault("workflow", {})["longer_of"] = "reference-4x"
     with pytest.raises(ConfigError, match="loops: reference-4x -> reference-2x -> reference -> reference-4x"):

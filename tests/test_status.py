@@ -53,3 +53,10 @@ def test_status_tells_scored_trained_part_way_and_not_started_runs_apart(params,
 def test_status_command_names_an_unknown_preset(capsys):
     assert main(["status", "--preset", "no-such-preset"]) == 2
     assert "unknown preset 'no-such-preset'" in capsys.readouterr().err
+
+
+def test_status_command_shows_the_doubling_chain_after_its_preset(capsys):
+    assert main(["status", "--preset", "reference"]) == 0
+    out = capsys.readouterr().out
+    tails = [line.split(":")[0] for line in out.splitlines() if " runs: " in line]
+    assert tails == ["reference", "reference-2x", "reference-4x", "reference-8x"]
