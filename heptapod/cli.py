@@ -313,13 +313,13 @@ def cmd_model_params(args, cfg) -> dict:
 
 
 def cmd_status(args, cfg) -> dict:
-    from heptapod.status import preset_status, status_text
-
     from heptapod.config import longer_links
+    from heptapod.status import preset_status, status_text
 
     params = load_params(args.params)
     # a preset's doubling chain trains after it (scripts/reference_run.sh): its links too
-    print("\n\n".join(status_text(p, preset_status(params, p)) for p in [args.preset, *longer_links(params, args.preset)]))
+    presets = [args.preset, *longer_links(params, args.preset)]
+    print("\n\n".join(status_text(p, preset_status(params, p)) for p in presets))
     return {}
 
 

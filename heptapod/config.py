@@ -550,8 +550,8 @@ def longer_chain(params: dict, preset: str) -> list[str]:
 def longer_links(params: dict, preset: str) -> list[str]:
     """The presets that train ``preset``'s runs longer, directly or down a chain of them
     (workflow.longer_of), shortest first: the doubling chain that starts at ``preset``."""
-    links = [n for n in preset_names(params) if preset in longer_chain(params, n)[1:]]
-    return sorted(links, key=lambda n: len(longer_chain(params, n)))
+    chains = {n: longer_chain(params, n) for n in preset_names(params)}
+    return sorted((n for n, chain in chains.items() if preset in chain[1:]), key=lambda n: len(chains[n]))
 
 
 def tokenizer_kind(cfg: Config) -> str:
