@@ -242,7 +242,7 @@ def cmd_convergence(args, cfg) -> dict:
              ((args.runs, "shorter_"), (args.runs, ""), (args.first_runs, "first_"))]
     return convergence_report(*files, args.first_floor, cfg.sample.num_samples,
                               (args.shorter_latents, args.latents), (chain[1], args.preset, chain[-1]), args.out,
-                              Path(args.out).with_suffix(".json"), cfg.data.dataset)
+                              Path(args.out).with_suffix(".json"), cfg.data.dataset, args.steps or ())
 
 
 def cmd_analyze(args, cfg) -> dict:
@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every Table 1 run of the chain's first preset (following workflow.longer_of): the seed noise")
     _run_file_args(p, "--first-runs", prefix="first-")
     p.add_argument("--first-floor", required=True, help="the chain's first preset's noise floor (JSON)")
+    p.add_argument("--steps", nargs="*", default=None,
+                   help="held-out NLL by generation step (analysis/steps.json) of workflow.longer_of, this preset "
+                        "and, where it is not workflow.longer_of, the chain's first: set side by side")
     p.add_argument("--out", required=True, help="convergence.md (a .json and .png beside it)")
     p = add("publish", cmd_publish, "copy a finished report (or one family's files) into the DVC-owned folder")
     p.add_argument("--src", required=True)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from heptapod import verdicts
+from heptapod.config import split_run
 from heptapod.data.store import LatentStore
 from heptapod.provenance import provenance
 from heptapod.report import statements
@@ -33,6 +34,8 @@ from heptapod.utils.io import read_json, write_json, write_text
 SCORES = (("nll", "held-out NLL (bits/token)"), ("fid", "FID"))
 # judge(after, before): 'agrees' means the longer run is better by more than the threshold
 MOVED = {"agrees": "improved", "disagrees": "got worse", "within noise": "stopped moving"}
+# a by-step verdict on the 2D run against the 1D one ('agrees': the 2D run is ahead there)
+SIDE = {"agrees": "2D ahead", "disagrees": "2D behind", "within noise": "within noise"}
 
 
 def same_tokens(first: str | Path, second: str | Path) -> bool:
@@ -83,16 +86,49 @@ def judge_runs(before: pd.Series, after: pd.Series, noise: dict) -> dict[str, di
     return out
 
 
+def steps_section(budgets: dict[str, dict], variants: list[str]) -> tuple[list[str], dict]:
+    """Held-out NLL by generation step at each budget (label: that preset's analysis/steps.json),
+    per quarter of the steps: each of ``variants``' mean over seeds, and each 2D-vs-1D margin
+    with the verdict that budget's own rule gave it. Which part of the grid the longer training
+    improves: early steps predict from little context, late ones fill in a nearly finished grid."""
+    bounds = next(iter(budgets.values()))["quarter_steps"]
+    rows, margins = [], {}
+    for i, (lo, hi) in enumerate(bounds):
+        row = {"steps": f"{lo}-{hi}"}
+        for v in variants:
+            for label, steps in budgets.items():
+                seeds = [q[i] for run, q in steps["quarters"].items() if split_run(run)[0] == v]
+                row[f"{v}, {label}"] = float(np.mean(seeds)) if seeds else None
+        for label, steps in budgets.items():
+            for judged in steps["judged"][i]["verdicts"]:
+                if judged["better"] in variants and judged["worse"] in variants:
+                    gap = judged["values"][0] - judged["values"][1]
+                    key = f"{judged['better']} - {judged['worse']}"
+                    margins.setdefault(key, {}).setdefault(label, []).append(
+                        {"steps": [lo, hi], "margin": gap, "threshold": judged["threshold"], "verdict": judged["verdict"]})
+                    row[f"{key}, {label}"] = f"{gap:+.3f} ({SIDE[judged['verdict']]}, threshold {judged['threshold']:.3f})"
+        rows.append(row)
+    lines = ["## Held-out NLL by generation step at each budget", "",
+             "Bits per token in each quarter of the generation steps (mean over seeds; `analysis/steps.md` "
+             "of each preset: the same held-out images and orders), and each 2D-vs-1D margin of the same "
+             "order (negative: the 2D run is ahead) with the verdict of that budget's own rule. Early steps "
+             "predict from little context, late ones fill in a nearly finished grid: this says where the "
+             "longer training moved each run, and the gap between them.", "", markdown(pd.DataFrame(rows)), ""]
+    return lines, {"quarters": rows, "margins": margins}
+
+
 def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles], first: dict[str, RunFiles],
                        floor_path: str | Path, samples: int, latents: tuple[str | Path, str | Path],
                        names: tuple[str, str, str], out_md: str | Path, out_json: str | Path,
-                       dataset: str) -> dict:
+                       dataset: str, step_files: tuple[str | Path, ...] = ()) -> dict:
     """``convergence.md``/``.json`` (and a ``.png`` of every budget's training curves): how far
     each run of ``longer`` moved from its namesake in ``shorter``, and whether Table 1's verdicts
     hold at both budgets. ``first``: every Table 1 run of the chain's first preset, which give
     the seed noise (and, where that preset is not ``shorter``, the runs' first budget);
     ``latents``: the test latent stores of ``shorter`` and ``longer``; ``names``: the presets
-    ``shorter``, ``longer`` and the first."""
+    ``shorter``, ``longer`` and the first; ``step_files``: their held-out NLL by generation step
+    (``analysis/steps.json``, in the order of ``names``; the first's only where it is not
+    ``shorter``), set side by side where given."""
     for other, name in ((shorter, names[0]), (first, names[2])):
         missing = [r for r in longer if r not in other]
         if missing:
@@ -132,6 +168,13 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
     stopped = {m: sum(s[m]["moved"] == "stopped moving" for s in runs.values()) for m, _ in SCORES}
     steps = [int(rows["steps"].iloc[0]) for rows in (short_rows, long_rows)]
     longer_by = f"{steps[1] / steps[0]:.3g}x the steps"
+    by_step, step_lines = None, []
+    if step_files:
+        counts = {names[0]: steps[0], names[1]: steps[1], names[2]: int(all_first["steps"].iloc[0])}
+        order = ([names[2]] if start is not None else []) + list(names[:2])
+        step_file = dict(zip(names, step_files))  # the first's only where it is not the shorter
+        step_lines, by_step = steps_section(
+            {f"{n} ({counts[n]} steps)": read_json(step_file[n]) for n in order}, variants)
     png = Path(out_md).with_suffix(".png")
     curves = [(names[0], shorter), (names[1], longer)] if start is None else \
         [(names[2], first), (names[0], shorter), (names[1], longer)]
@@ -163,14 +206,14 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
         "of each variant)", "",
         f"| comparison | {names[0]} | {names[1]} | holds |", "|---|---|---|---|",
         *[f"| {k} | {v[names[0]]} | {v[names[1]]} | {'yes' if v['holds'] else '**no**'} |" for k, v in held.items()],
-        "", *[f"- `{n}`: {budgets[n]['statement']}" for n in names[:2]], "",
+        "", *[f"- `{n}`: {budgets[n]['statement']}" for n in names[:2]], "", *step_lines,
         f"![training curves at both budgets]({png.name})", ""]
     write_text(out_md, "\n".join(lines))
     write_json(out_json, {
         "shorter": names[0], "longer": names[1], "noise_from": names[2], "paired": paired, "stopped": stopped,
         "runs": runs, "first_budget": None if start is None else {
             r: {"steps": int(start.loc[r, "steps"]), **{m: float(start.loc[r, m]) for m, _ in SCORES}} for r in longer},
-        "verdicts": held, "statements": {n: budgets[n]["statement"] for n in names[:2]},
+        "verdicts": held, "statements": {n: budgets[n]["statement"] for n in names[:2]}, "by_step": by_step,
         "noise": {m: {"seed_sd": noise[m].seed_sd, "floor_sd": noise[m].floor_sd} for m, _ in SCORES},
         "seed_spread": spread.astype(object).where(spread.notna(), None).to_dict(orient="records"),  # NaN: null
         "rule": verdicts.RULE_TEXT,

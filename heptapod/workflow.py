@@ -312,15 +312,20 @@ class Pipeline:
 
     def convergence_inputs(self, w) -> dict[str, list[Path]]:
         """The runs' files in this preset, the one it trains longer and the chain's first; the
-        first two's test latent stores and the first's floor."""
+        first two's test latent stores, the first's floor and each one's NLL by generation step."""
         chain, named = self.convergence_chain(w), self.convergence_runs(w)
         kind = tokenizer_kind(self.config(w.preset, named["runs"][0]))
+        # held-out NLL by generation step (shorter, this, the first where it is not the shorter):
+        # discrete tokens only, the others have no likelihood to split
+        discrete = self.config(w.preset, named["runs"][0]).model.tokens == "discrete"
+        steps = [paths.analysis.of(p, "steps", "json") for p in (chain[1], chain[0], *chain[2:][-1:])] \
+            if discrete else []
         return {**self.run_file_inputs(w.preset, named["runs"]),
                 **{f"shorter_{k}": v for k, v in self.run_file_inputs(chain[1], named["runs"]).items()},
                 **{f"first_{k}": v for k, v in self.run_file_inputs(chain[-1], named["first_runs"]).items()},
                 "latents": [paths.latents.of(w.preset, kind, "test")],
                 "shorter_latents": [paths.latents.of(chain[1], kind, "test")],
-                "first_floor": [paths.noise_floor.of(chain[-1])]}
+                "first_floor": [paths.noise_floor.of(chain[-1])], "steps": steps}
 
     def bench_latents(self, w) -> Path:
         """The bench's model reads the preset's own tokens: VQ codes or KL latents."""

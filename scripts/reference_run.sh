@@ -21,13 +21,13 @@ echo "reference run: started ($(date -u +%FT%TZ))"
 # 2. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
 #    with the one before and judged by the reference's noise: has the ranking stopped moving?
 #    The links are the presets whose workflow.longer_of chain leads to `reference`, shortest first.
-#    Each link also gets its held-out NLL by generation step (analysis/steps), beside the
-#    reference's: which part of the grid the extra training improves.
+#    Each link's page also sets its held-out NLL by generation step (analysis/steps) beside the
+#    shorter budgets': which part of the grid the extra training improves.
 chain=$(.venv/bin/python -c "
 from heptapod.config import load_params, longer_links
 print(' '.join(longer_links(load_params(), 'reference')))")
 for link in $chain; do
-    "${SNAKEMAKE[@]}" convergence "results/report/$link/analysis/steps.md" --config preset="$link"
+    "${SNAKEMAKE[@]}" convergence --config preset="$link"
 done
 # 3. The other families (Table 4, Fig. 7, Fig. 6), the whole report and what the models do inside
 #    (analysis/: its similarity maps set Fig. 6's KL run beside Table 1's, so they wait for it).

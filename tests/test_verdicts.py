@@ -273,3 +273,38 @@ def test_a_longer_budget_whose_seeds_spread_more_raises_the_threshold():
 
     assert chain_noise(base, seed_spread({"ref": first, "2x": narrower}, ["a", "b"])) == base
     assert chain_noise(base, seed_spread({"ref": first, "4x": single}, ["a", "b"])) == base
+
+
+def test_the_doubling_test_sets_each_budgets_nll_by_step_side_by_side():
+    """Each link of the doubling chain shows where the longer training moved the runs: per
+    quarter of the generation steps, each chained variant's mean over its seeds at every budget
+    and the 2D-vs-1D margin with the verdict of that budget's own rule. Variants the chain does
+    not train (1D-raster, scored at the first budget) are left out."""
+    from heptapod.convergence import steps_section
+
+    def steps_json(quarters, judged):
+        return {"quarter_steps": [[1, 16], [17, 32], [33, 48], [49, 64]], "quarters": quarters,
+                "judged": [{"verdicts": [{"better": "2d", "worse": "1d", "values": v, "threshold": 0.01,
+                                          "verdict": verdict}]} for v, verdict in judged]}
+
+    first = steps_json({"1d": [3.5, 2.8, 2.5, 2.3], "1d@1": [3.5, 2.6, 2.5, 2.3], "2d": [3.4, 2.8, 2.7, 2.6],
+                        "1d-raster": [2.0, 2.6, 2.7, 1.8]},
+                       [([3.4, 3.5], "agrees"), ([2.8, 2.7], "disagrees"), ([2.7, 2.5], "disagrees"),
+                        ([2.6, 2.3], "disagrees")])
+    longer = steps_json({"1d": [3.4, 2.6, 2.4, 2.2], "2d": [3.3, 2.6, 2.45, 2.3]},
+                        [([3.3, 3.4], "agrees"), ([2.6, 2.6], "within noise"), ([2.45, 2.4], "disagrees"),
+                         ([2.3, 2.2], "disagrees")])
+    lines, data = steps_section({"a (6 steps)": first, "b (12 steps)": longer}, ["1d", "2d"])
+    rows = data["quarters"]
+    assert [r["steps"] for r in rows] == ["1-16", "17-32", "33-48", "49-64"]
+    assert rows[1]["1d, a (6 steps)"] == pytest.approx(2.7)  # mean over its two seeds
+    assert rows[1]["1d, b (12 steps)"] == pytest.approx(2.6)
+    assert not any("1d-raster" in key for row in rows for key in row)
+    assert rows[0]["2d - 1d, a (6 steps)"].startswith("-0.100 (2D ahead")
+    assert rows[1]["2d - 1d, b (12 steps)"].startswith("+0.000 (within noise")
+    assert rows[3]["2d - 1d, b (12 steps)"].startswith("+0.100 (2D behind")
+    margins = data["margins"]["2d - 1d"]
+    assert [m["margin"] for m in margins["a (6 steps)"]] == pytest.approx([-0.1, 0.1, 0.2, 0.3])
+    assert [m["verdict"] for m in margins["b (12 steps)"]] == ["agrees", "within noise", "disagrees", "disagrees"]
+    text = "\n".join(lines)
+    assert "## Held-out NLL by generation step at each budget" in text and "| 17-32 | 2.7 |" in text

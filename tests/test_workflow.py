@@ -164,6 +164,13 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     assert "smoke (6 steps)" in text and "smoke-2x (12 steps)" in text and "paired image by image" in text
     assert "## Seed spread at each budget" in text and "mean over 2 seeds" in text
     assert (out / "convergence.png").stat().st_size > 1000
+    # where in the generation each budget's runs stand: both presets' NLL by step, side by side
+    assert "## Held-out NLL by generation step at each budget" in text
+    by_step = [json.loads((project / f"results/report/{p}/analysis/steps.json").read_text()) for p in ("smoke", "smoke-2x")]
+    row = result["by_step"]["quarters"][-1]
+    for steps, label in zip(by_step, ("smoke (6 steps)", "smoke-2x (12 steps)")):
+        seeds = [q[-1] for run, q in steps["quarters"].items() if run.split("@")[0] == "2d-random"]
+        assert row[f"2d-random, {label}"] == pytest.approx(sum(seeds) / len(seeds))
 
     snakemake(project, "convergence", "--configfile", str(configfile), "--config", "preset=smoke-4x")
     chained = json.loads((project / "results/report/smoke-4x/convergence.json").read_text())
@@ -175,6 +182,8 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     assert chained["first_budget"]["2d-random"]["nll"] == result["runs"]["2d-random"]["nll"]["before"]
     text = (project / "results/report/smoke-4x/convergence.md").read_text()
     assert "smoke (6 steps)" in text and "smoke-2x (12 steps)" in text and "smoke-4x (24 steps)" in text
+    assert set(chained["by_step"]["quarters"][0]) == {"steps", *(f"2d-random, {label}" for label in (
+        "smoke (6 steps)", "smoke-2x (12 steps)", "smoke-4x (24 steps)"))}
 
 
 def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(project, tmp_path):

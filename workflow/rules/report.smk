@@ -136,4 +136,5 @@ rule convergence_report:
         " --shorter-logs {input.shorter_logs} --shorter-latents {input.shorter_latents}"
         " --first-runs {params.first_runs} --first-metrics {input.first_metrics}"
         " --first-likelihood {input.first_likelihood} --first-models {input.first_models}"
-        " --first-logs {input.first_logs} --first-floor {input.first_floor} --out {output.md} 2>&1 | tee {log}"
+        " --first-logs {input.first_logs} --first-floor {input.first_floor} --steps {input.steps}"
+        " --out {output.md} 2>&1 | tee {log}"
