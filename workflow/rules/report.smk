@@ -15,7 +15,7 @@ rule report_family:
         runs=lambda w: P.family_runs(w)["runs"],
         noise_runs=lambda w: P.family_runs(w)["noise_runs"],
         out_dir=lambda w: paths.report_dir.of(w.preset),
-    threads: 1
+    threads: P.threads("report")
     resources:
         **P.resources("report"),
     log:
@@ -47,7 +47,7 @@ rule report:
         runs=P.report_runs,
         classifier=lambda w, input: f"--classifier-metrics {input.classifier}" if input.classifier else "",
         out_dir=lambda w: paths.report_dir.of(w.preset),
-    threads: 1
+    threads: P.threads("report")
     resources:
         **P.resources("report"),
     log:
@@ -68,7 +68,7 @@ rule index:
         paths.report_file.of("default", "README.md"),
     output:
         paths.results_index,
-    threads: 1
+    threads: P.threads("report")
     resources:
         **P.resources("report"),
     log:
@@ -94,7 +94,7 @@ rule agreement_report:
         second=lambda w: paths.report_dir.of(w.preset),
         kind=lambda w: "rerun" if w.name == "stability" else "dataset",
         extractor=P.extractor_args,
-    threads: 1
+    threads: P.threads("report")
     resources:
         **P.resources("report"),
     log:
@@ -120,7 +120,7 @@ rule convergence_report:
         cfg=P.fingerprint("workflow", "data"),
         runs=lambda w: P.convergence_runs(w)["runs"],
         first_runs=lambda w: P.convergence_runs(w)["first_runs"],
-    threads: 1
+    threads: P.threads("report")
     resources:
         **P.resources("report"),
     log:

@@ -72,7 +72,7 @@ rule merge_latents:
         P.latent_parts,
     output:
         paths.latents,
-    threads: 1
+    threads: P.threads("merge")
     resources:
         **P.resources("merge"),
     log:

@@ -54,7 +54,7 @@ rule merge_samples:
     output:
         samples=paths.samples,
         grid=paths.sample_grid,
-    threads: 1
+    threads: P.threads("merge")
     resources:
         **P.resources("merge"),
     log:
@@ -74,7 +74,7 @@ rule export_samples:
     output:
         npz=paths.samples_npz,
         png=directory(paths.samples_png),
-    threads: 1
+    threads: P.threads("merge")
     resources:
         **P.resources("merge"),
     log:
