@@ -173,3 +173,25 @@ def test_steps_analysis_judges_2d_against_1d_in_each_quarter_of_the_steps(tmp_pa
     text = (tmp_path / "out/steps.md").read_text()
     assert "| 2d-random | 2 |" in text and "steps 13-16" in text and "![steps](steps.png)" in text
     assert (tmp_path / "out/steps.png").stat().st_size > 1000
+
+
+def test_nll_by_step_also_covers_the_density_sweep():
+    """The steps analysis scores Table 1's runs (every seed) and Fig. 8's denser-supervision
+    runs, each once: whether denser supervision closes the 2D head's gap where it lies. The
+    other analyses keep to Table 1's runs; similarity maps to their own list."""
+    from types import SimpleNamespace
+
+    from heptapod.config import load_params
+    from heptapod.workflow import Pipeline
+
+    pipeline = Pipeline(load_params(), None)
+    wf = pipeline.config("reference").workflow
+
+    def runs(name):
+        return pipeline.analysis_runs(SimpleNamespace(preset="reference", name=name))
+
+    table1, density = wf.family_runs("table1"), wf.family_runs("fig8")
+    assert runs("steps") == table1 + [r for r in density if r not in table1]
+    assert {"n2", "n4", "n8"} <= set(runs("steps")) and len(set(runs("steps"))) == len(runs("steps"))
+    assert runs("attention") == runs("probe") == table1
+    assert runs("similarity") == pipeline.config("reference").analysis.similarity_runs
