@@ -250,11 +250,12 @@ def write_steps(cfg: Config, preset: str, models: dict[str, Path], latents: dict
     mean_curve = {v: seed_mean(curves, v) for v in variants}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     steps = np.arange(1, n + 1)
+    color = {v: f"C{i}" for i, v in enumerate(mean_curve)}  # a 2D run's gap in its own curve's colour
     for v, c in mean_curve.items():
-        left.plot(steps, c, label=v)
+        left.plot(steps, c, label=v, color=color[v])
     for better, worse in same_order:
         if better in mean_curve and worse in mean_curve:
-            right.plot(steps, mean_curve[better] - mean_curve[worse], label=f"{better} - {worse}")
+            right.plot(steps, mean_curve[better] - mean_curve[worse], label=f"{better} - {worse}", color=color[better])
     right.axhline(0, color="grey", lw=0.8)
     for ax, title in ((left, "held-out NLL at each step (mean over seeds)"),
                       (right, "2D minus 1D, same order (below 0: the 2D run is ahead)")):
