@@ -223,11 +223,11 @@ class Pipeline:
         """Attention distance and the probe: Table 1's runs (every seed); similarity: its own list;
         NLL by step: Table 1's and Fig. 8's (does denser supervision close the 2D head's gap where
         it lies?)."""
-        wf = self.config(w.preset).workflow
+        cfg = self.config(w.preset)
         if w.name == "similarity":
-            return self.config(w.preset).analysis.similarity_runs
-        runs = wf.family_runs("table1")
-        return runs + [r for r in wf.family_runs("fig8") if r not in runs] if w.name == "steps" else runs
+            return cfg.analysis.similarity_runs
+        runs = cfg.workflow.family_runs("table1")
+        return runs + [r for r in cfg.workflow.family_runs("fig8") if r not in runs] if w.name == "steps" else runs
 
     def analysis_inputs(self, w) -> dict[str, list[Path]]:
         """Each analysed run's model and test latents (its own tokenizer's), and what the
