@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from heptapod import verdicts
-from heptapod.config import split_run
+from heptapod.analysis.summary import by_variant
 from heptapod.data.store import LatentStore
 from heptapod.provenance import provenance
 from heptapod.report import statements
@@ -95,10 +95,11 @@ def steps_section(budgets: dict[str, dict], variants: list[str]) -> tuple[list[s
     rows, margins = [], {}
     for i, (lo, hi) in enumerate(bounds):
         row = {"steps": f"{lo}-{hi}"}
+        means = {label: by_variant({run: q[i] for run, q in steps["quarters"].items()})
+                 for label, steps in budgets.items()}
         for v in variants:
-            for label, steps in budgets.items():
-                seeds = [q[i] for run, q in steps["quarters"].items() if split_run(run)[0] == v]
-                row[f"{v}, {label}"] = float(np.mean(seeds)) if seeds else None
+            for label in budgets:
+                row[f"{v}, {label}"] = means[label][v]["mean"] if v in means[label] else None
         for label, steps in budgets.items():
             for judged in steps["judged"][i]["verdicts"]:
                 if judged["better"] in variants and judged["worse"] in variants:
