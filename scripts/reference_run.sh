@@ -15,8 +15,8 @@ CONFIG=(--config preset=reference)  # last: --config takes every word after it
 # a killed run leaves Snakemake's lock behind; nothing else may be running on this folder
 "${SNAKEMAKE[@]}" --unlock "${CONFIG[@]}" >/dev/null 2>&1 || true
 echo "reference run: started ($(date -u +%FT%TZ))"
-# 1. Table 1 (3 seeds) and Fig. 8 (n = 1, 2, 4, 8): order and supervision density, the paper's
-#    central claims.
+# 1. Table 1 (3 seeds) and Fig. 8 (n = 1, 2, 4, 8; 2 seeds): order and supervision density, the
+#    paper's central claims.
 "${SNAKEMAKE[@]}" table1 fig8 --prioritize table1 "${CONFIG[@]}"
 # 2. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
 #    with the one before and judged by the reference's noise: has the ranking stopped moving?
