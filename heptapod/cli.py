@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from heptapod.config import FAMILIES, ConfigError, load_config, load_params, longer_chain, preset_names
+from heptapod.config import (FAMILIES, ConfigError, load_config, load_params, longer_chain, preset_names,
+                             resolve, split_run)
 from heptapod.data.store import StoreError
 from heptapod.provenance import provenance
 from heptapod.utils.io import CheckpointError, read_json, write_json
@@ -236,13 +237,20 @@ def cmd_convergence(args, cfg) -> dict:
 
     if not cfg.workflow.longer_of:
         raise ConfigError(f"preset '{args.preset}' sets no workflow.longer_of: nothing to compare with")
-    chain = longer_chain(load_params(args.params), args.preset)
+    params = load_params(args.params)
+    chain = longer_chain(params, args.preset)
     # the shorter preset's files are those of the namesakes: the same run names as --runs
     files = [_run_files(args, runs, prefix) for runs, prefix in
              ((args.runs, "shorter_"), (args.runs, ""), (args.first_runs, "first_"))]
+    unknown = sorted(set(args.density_runs) - set(args.first_runs))
+    if unknown:
+        raise ValueError(f"--density-runs names runs that --first-runs does not: {', '.join(unknown)}")
+    supervision = {v: resolve(params, chain[-1], v).train.supervision_density
+                   for v in dict.fromkeys(split_run(r)[0] for r in args.first_runs)}
     return convergence_report(*files, args.first_floor, cfg.sample.num_samples,
                               (args.shorter_latents, args.latents), (chain[1], args.preset, chain[-1]), args.out,
-                              Path(args.out).with_suffix(".json"), cfg.data.dataset, args.steps or ())
+                              Path(args.out).with_suffix(".json"), cfg.data.dataset, args.steps or (),
+                              tuple(args.density_runs), supervision, args.first_latents)
 
 
 def cmd_analyze(args, cfg) -> dict:
@@ -484,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every Table 1 run of the chain's first preset (following workflow.longer_of): the seed noise")
     _run_file_args(p, "--first-runs", prefix="first-")
     p.add_argument("--first-floor", required=True, help="the chain's first preset's noise floor (JSON)")
+    p.add_argument("--density-runs", nargs="*", default=[],
+                   help="which of --first-runs are the first preset's density sweep (Fig. 8) and not Table 1's: "
+                        "set beside the chain at equal training compute")
+    p.add_argument("--first-latents", default=None,
+                   help="the chain's first preset's test latent store (pairs the density runs' images)")
     p.add_argument("--steps", nargs="*", default=None,
                    help="held-out NLL by generation step (analysis/steps.json) of workflow.longer_of, this preset "
                         "and, where it is not workflow.longer_of, the chain's first: set side by side")

@@ -14,6 +14,7 @@ its own and they spread more, their SD takes over (the threshold only ever grows
 
 from __future__ import annotations
 
+import math
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from heptapod.provenance import provenance
 from heptapod.report import statements
 from heptapod.report.plots import plot_training
 from heptapod.report.runs import PER_IMAGE, RunFiles, aggregate, paper_rows, run_rows
-from heptapod.report.tables import markdown, moving_text
+from heptapod.report.tables import fmt, markdown, moving_text
 from heptapod.utils.io import read_json, write_json, write_text
 
 SCORES = (("nll", "held-out NLL (bits/token)"), ("fid", "FID"))
@@ -118,10 +119,71 @@ def steps_section(budgets: dict[str, dict], variants: list[str]) -> tuple[list[s
     return lines, {"quarters": rows, "margins": margins}
 
 
+def compute_section(budgets: dict[str, pd.DataFrame], dense: pd.DataFrame, supervision: dict[str, int],
+                    noise: dict) -> tuple[list[str], dict, list[tuple[str, list[float], list[float]]]]:
+    """Denser supervision or longer training, at equal compute. ``budgets``: each budget's runs of
+    the chained variants (label: run rows); ``dense``: the first budget's density-sweep runs
+    (Fig. 8's n > 1), which buy compute per step where the chain buys steps; ``supervision``: n
+    per variant. Each dense variant (mean over seeds) is judged against each chained variant at
+    the budget closest to it in training compute (log scale), by the same rule. Also the
+    held-out NLL against compute per variant, for the figure."""
+    lines_out, points = [], []
+    for label, rows in budgets.items():
+        for _, a in aggregate(rows).iterrows():
+            points.append({**a.to_dict(), "variant": f"{a['variant']}, {int(a['steps'])} steps", "of": a["variant"],
+                           "budget": label})
+    for _, a in aggregate(dense).iterrows():
+        points.append({**a.to_dict(), "variant": f"{a['variant']}, {int(a['steps'])} steps", "of": a["variant"],
+                       "budget": "dense"})
+    agg = pd.DataFrame(points)
+
+    def supervised(p) -> str:
+        return "1D head, every step" if p["head"] == "1d" else f"n = {supervision.get(p['of'], 1)}"
+
+    table = pd.DataFrame([{"run": p["variant"], "supervision": supervised(p), "seeds": int(p["seeds"]),
+                           "train PFLOP": p["train_PFLOP"], "held-out NLL (bits/token)": p["nll"], "FID": p["fid"]}
+                          for _, p in agg.sort_values("train_PFLOP").iterrows()])
+    chained = list(dict.fromkeys(agg.loc[agg["budget"] != "dense", "of"]))
+    judged = []
+    for _, d in agg[agg["budget"] == "dense"].iterrows():
+        for v in chained:
+            rows = agg[agg["of"] == v]
+            c = rows.loc[(np.log(rows["train_PFLOP"] / d["train_PFLOP"])).abs().idxmin()]
+            ratio = c["train_PFLOP"] / d["train_PFLOP"]
+            verdicts_, texts = {}, []
+            for metric, name in SCORES:
+                if math.isnan(d[metric]) or math.isnan(c[metric]):
+                    continue
+                verdict, text = statements.judge(agg, d["variant"], c["variant"], metric, noise)
+                verdicts_[metric] = verdict  # 'agrees': the dense run is ahead
+                ahead = {"agrees": d["variant"], "disagrees": c["variant"]}.get(verdict)
+                texts.append(f"{name}: **{f'{ahead} ahead' if ahead else verdict}** ({text})")
+            judged.append({"dense": d["variant"], "versus": c["variant"], "compute_ratio": ratio, **verdicts_})
+            lines_out.append(f"- {d['variant']} ({supervised(d)}, {fmt(d['train_PFLOP'])} PFLOP) vs {c['variant']} "
+                             f"({supervised(c)}, {fmt(c['train_PFLOP'])} PFLOP: {ratio:.2g}x its compute): "
+                             + "; ".join(texts))
+    lines = ["## Denser supervision or longer training, at equal compute", "",
+             "The paper's Fig. 8 sets supervision densities side by side at equal steps, where each extra "
+             "supervised prefix also costs compute; the doubling chain spends compute on more steps of the "
+             "same runs instead. Each density-sweep run of the first budget (its final, annealed weights) "
+             "beside the chained runs at every budget so far, by training compute; each is judged against "
+             "each chained variant at the budget closest to it in compute (the ratio says how close), by "
+             "the same rule and noise.", "", markdown(table), "", *lines_out, ""]
+    curves = [(v, list(g["train_PFLOP"]), list(g["nll"])) for v, g in
+              ((v, agg[agg["of"] == v].sort_values("train_PFLOP")) for v in chained)]
+    # the dense runs' own line starts at the same head supervised once per sequence (n = 1), first budget
+    first, dense_points = agg[agg["budget"] == next(iter(budgets))], agg[agg["budget"] == "dense"]
+    base = first[first["head"].isin(set(dense_points["head"])) & (first["of"].map(supervision) == 1)]
+    dense_curve = pd.concat([base, dense_points]).sort_values("train_PFLOP")
+    curves.append(("denser supervision (first budget)", list(dense_curve["train_PFLOP"]), list(dense_curve["nll"])))
+    return lines, {"points": table.to_dict(orient="records"), "judged": judged}, curves
+
+
 def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles], first: dict[str, RunFiles],
                        floor_path: str | Path, samples: int, latents: tuple[str | Path, str | Path],
                        names: tuple[str, str, str], out_md: str | Path, out_json: str | Path,
-                       dataset: str, step_files: tuple[str | Path, ...] = ()) -> dict:
+                       dataset: str, step_files: tuple[str | Path, ...] = (), density: tuple[str, ...] = (),
+                       supervision: dict[str, int] | None = None, first_latents: str | Path | None = None) -> dict:
     """``convergence.md``/``.json`` (and a ``.png`` of every budget's training curves): how far
     each run of ``longer`` moved from its namesake in ``shorter``, and whether Table 1's verdicts
     hold at both budgets. ``first``: every Table 1 run of the chain's first preset, which give
@@ -129,7 +191,12 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
     ``latents``: the test latent stores of ``shorter`` and ``longer``; ``names``: the presets
     ``shorter``, ``longer`` and the first; ``step_files``: their held-out NLL by generation step
     (``analysis/steps.json``, in the order of ``names``; the first's only where it is not
-    ``shorter``), set side by side where given."""
+    ``shorter``), set side by side where given; ``density``: which runs of ``first`` are its
+    density sweep's (Fig. 8, n > 1) and not Table 1's, set beside the chain at equal compute
+    (``supervision``: n per variant; ``first_latents``: the first's test latent store, which
+    pairs their images with the longer runs')."""
+    dense = {r: first[r] for r in density}
+    first = {r: f for r, f in first.items() if r not in dense}  # Table 1's: the noise
     for other, name in ((shorter, names[0]), (first, names[2])):
         missing = [r for r in longer if r not in other]
         if missing:
@@ -176,11 +243,24 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
         step_file = dict(zip(names, step_files))  # the first's only where it is not the shorter
         step_lines, by_step = steps_section(
             {f"{n} ({counts[n]} steps)": read_json(step_file[n]) for n in order}, variants)
+    by_compute, compute_lines, ends = None, [], None
+    if dense:
+        first_steps = int(all_first["steps"].iloc[0])
+        at = {f"{names[2]} ({first_steps} steps)": all_first[all_first["variant"].isin(variants)]}
+        if start is not None:
+            at[f"{names[0]} ({steps[0]} steps)"] = short_rows
+        at[f"{names[1]} ({steps[1]} steps)"] = long_rows
+        dense_rows = run_rows(dense)
+        # images pair only where every budget scored the same held-out tokens
+        if not (paired and (start is None or (first_latents is not None and same_tokens(first_latents, latents[1])))):
+            for rows in (*at.values(), dense_rows):
+                rows[PER_IMAGE] = None
+        compute_lines, by_compute, ends = compute_section(at, dense_rows, supervision or {}, noise)
     png = Path(out_md).with_suffix(".png")
     curves = [(names[0], shorter), (names[1], longer)] if start is None else \
         [(names[2], first), (names[0], shorter), (names[1], longer)]
     plot_training({f"{r} ({name})": files[r] for name, files in curves for r in longer},
-                  f"{names[0]} vs {names[1]}: the same runs, {longer_by}", png)
+                  f"{names[0]} vs {names[1]}: the same runs, {longer_by}", png, ends=ends)
     lines = [
         f"# Have the runs of `{names[0]}` stopped moving? `{names[0]}` vs `{names[1]}`", "",
         f"The runs of `{names[1]}` are `{names[0]}`'s runs of the same name trained again with {longer_by} "
@@ -207,7 +287,7 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
         "of each variant)", "",
         f"| comparison | {names[0]} | {names[1]} | holds |", "|---|---|---|---|",
         *[f"| {k} | {v[names[0]]} | {v[names[1]]} | {'yes' if v['holds'] else '**no**'} |" for k, v in held.items()],
-        "", *[f"- `{n}`: {budgets[n]['statement']}" for n in names[:2]], "", *step_lines,
+        "", *[f"- `{n}`: {budgets[n]['statement']}" for n in names[:2]], "", *step_lines, *compute_lines,
         f"![training curves at both budgets]({png.name})", ""]
     write_text(out_md, "\n".join(lines))
     write_json(out_json, {
@@ -215,6 +295,7 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
         "runs": runs, "first_budget": None if start is None else {
             r: {"steps": int(start.loc[r, "steps"]), **{m: float(start.loc[r, m]) for m, _ in SCORES}} for r in longer},
         "verdicts": held, "statements": {n: budgets[n]["statement"] for n in names[:2]}, "by_step": by_step,
+        "by_compute": by_compute,
         "noise": {m: {"seed_sd": noise[m].seed_sd, "floor_sd": noise[m].floor_sd} for m, _ in SCORES},
         "seed_spread": spread.astype(object).where(spread.notna(), None).to_dict(orient="records"),  # NaN: null
         "rule": verdicts.RULE_TEXT,

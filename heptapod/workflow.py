@@ -309,11 +309,15 @@ class Pipeline:
         return longer_chain(self.params, w.preset)
 
     def convergence_runs(self, w) -> dict[str, list[str]]:
-        """This preset's runs (their namesakes in the preset it trains longer), and every Table 1
-        run of the chain's first preset (namesakes and seed replicates: the noise)."""
+        """This preset's runs (their namesakes in the preset it trains longer); every Table 1 run
+        of the chain's first preset (namesakes and seed replicates: the noise), and its density
+        sweep's other runs (Fig. 8: set beside the chain at equal compute)."""
         chain = self.convergence_chain(w)
         runs = self.config(w.preset).workflow.runs()
-        return {"runs": runs, "first_runs": self.config(chain[-1]).workflow.family_runs("table1")}
+        first = self.config(chain[-1]).workflow
+        table1 = first.family_runs("table1")
+        density = [r for r in first.family_runs("fig8") if r not in table1]
+        return {"runs": runs, "first_runs": table1 + density, "density_runs": density}
 
     def convergence_inputs(self, w) -> dict[str, list[Path]]:
         """The runs' files in this preset, the one it trains longer and the chain's first; the
@@ -330,6 +334,7 @@ class Pipeline:
                 **{f"first_{k}": v for k, v in self.run_file_inputs(chain[-1], named["first_runs"]).items()},
                 "latents": [paths.latents.of(w.preset, kind, "test")],
                 "shorter_latents": [paths.latents.of(chain[1], kind, "test")],
+                "first_latents": [paths.latents.of(chain[-1], kind, "test")],
                 "first_floor": [paths.noise_floor.of(chain[-1])], "steps": steps}
 
     def bench_latents(self, w) -> Path:

@@ -308,3 +308,52 @@ def test_the_doubling_test_sets_each_budgets_nll_by_step_side_by_side():
     assert [m["verdict"] for m in margins["b (12 steps)"]] == ["agrees", "within noise", "disagrees", "disagrees"]
     text = "\n".join(lines)
     assert "## Held-out NLL by generation step at each budget" in text and "| 17-32 | 2.7 |" in text
+
+
+def test_denser_supervision_is_judged_against_the_chain_at_about_its_compute():
+    """Each link of the doubling chain sets the first budget's density-sweep runs (n > 1) beside
+    the chained runs at every budget, by training compute: each dense run (mean over its seeds)
+    is judged against each chained variant at the budget closest to it in compute (log scale),
+    paired image by image, and the figure gets each variant's NLL against compute."""
+    from heptapod.convergence import compute_section
+
+    hardness = np.random.default_rng(0).normal(2.8, 0.8, 400)
+
+    def row(run, head, steps, flops_per_step, nll, fid):
+        per_image = hardness - hardness.mean() + nll + np.random.default_rng([steps, *map(ord, run)]).normal(0, 0.01, 400)
+        return {"run": run, "variant": run.split("@")[0], "head": head, "order": "random", "tokens": "discrete",
+                "depth": "4/4", "backbone_depth": 4, "head_depth": 4, "window": 1 if head == "1d" else 64,
+                "params_M": 0.5, "steps": steps, "train_PFLOP": flops_per_step * steps, "fid": fid, "is": 5.0,
+                "kid": 20.0, "nll": per_image.mean(), "dloss": float("nan"), "nll_se": per_image.std(ddof=1) / 20,
+                "nll_order_sd": 0.1, "nll_per_image": per_image, "val_key": "val_nll_bits", "val_3q_step": 3 * steps // 4,
+                "val_3q": nll + 0.02, "val_end": nll, "val_change_last_quarter": 0.01}
+
+    first = pd.DataFrame([row("1d", "1d", 6000, 1e-5, 2.70, 110.0), row("1d@1", "1d", 6000, 1e-5, 2.72, 111.0),
+                          row("2d", "global", 6000, 0.97e-5, 2.88, 111.0)])
+    longer = pd.DataFrame([row("1d", "1d", 24000, 1e-5, 2.50, 100.0), row("2d", "global", 24000, 0.97e-5, 2.51, 99.0)])
+    dense = pd.DataFrame([row("n8", "global", 6000, 4.5e-5, 2.73, 105.0), row("n8@1", "global", 6000, 4.5e-5, 2.71, 106.0),
+                          row("n2", "global", 6000, 1.5e-5, 2.80, 110.5)])
+    noise = {"nll": Noise(0.005, None), "fid": Noise(2.0, 0.1)}  # thresholds 0.01 (or the paired SE) and 4.0
+    lines, data, curves = compute_section({"ref (6000 steps)": first, "ref-4x (24000 steps)": longer}, dense,
+                                          {"1d": 1, "2d": 1, "n2": 2, "n8": 8}, noise)
+    judged = {(j["dense"], j["versus"]): j for j in data["judged"]}
+    # n8 (0.27 PFLOP) is closest to the 24000-step runs (0.24); n2 (0.09) to the 6000-step ones (0.06)
+    assert set(judged) == {("n8, 6000 steps", "1d, 24000 steps"), ("n8, 6000 steps", "2d, 24000 steps"),
+                           ("n2, 6000 steps", "1d, 6000 steps"), ("n2, 6000 steps", "2d, 6000 steps")}
+    assert judged[("n8, 6000 steps", "1d, 24000 steps")]["compute_ratio"] == pytest.approx(0.24 / 0.27)
+    assert judged[("n8, 6000 steps", "1d, 24000 steps")]["nll"] == "disagrees"  # 2.72 vs 2.50: more steps ahead
+    assert judged[("n8, 6000 steps", "2d, 24000 steps")]["fid"] == "disagrees"  # 105.5 vs 99: beyond 4.0
+    assert judged[("n2, 6000 steps", "2d, 6000 steps")]["nll"] == "agrees"  # 2.80 vs 2.88
+    assert judged[("n2, 6000 steps", "1d, 6000 steps")]["fid"] == "within noise"  # 110.5 vs 110.5
+    text = "\n".join(lines)
+    assert "## Denser supervision or longer training, at equal compute" in text
+    assert "**1d, 24000 steps ahead**" in text and "**n2, 6000 steps ahead**" in text
+    assert "paired SE over images" in text and "| n8, 6000 steps | n = 8 | 2 |" in text
+    assert "| 1d, 6000 steps | 1D head, every step | 2 |" in text
+    points = {p["run"]: p for p in data["points"]}
+    assert points["n8, 6000 steps"]["held-out NLL (bits/token)"] == pytest.approx(
+        (dense["nll"].iloc[0] + dense["nll"].iloc[1]) / 2)
+    lines_by_label = {label: (x, y) for label, x, y in curves}
+    assert lines_by_label["1d"][0] == pytest.approx([0.06, 0.24])
+    # the dense line starts at the same head supervised once per sequence: 2d at the first budget
+    assert lines_by_label["denser supervision (first budget)"][0] == pytest.approx([0.0582, 0.09, 0.27])

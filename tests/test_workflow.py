@@ -171,6 +171,13 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     for steps, label in zip(by_step, ("smoke (6 steps)", "smoke-2x (12 steps)")):
         seeds = [q[-1] for run, q in steps["quarters"].items() if run.split("@")[0] == "2d-random"]
         assert row[f"2d-random, {label}"] == pytest.approx(sum(seeds) / len(seeds))
+    # the first budget's denser supervision (smoke's n2) beside the chained runs, by training compute
+    assert "## Denser supervision or longer training, at equal compute" in text
+    judged = result["by_compute"]["judged"]
+    assert {j["dense"] for j in judged} == {"n2, 6 steps"}
+    assert {j["versus"].split(",")[0] for j in judged} == {"1d-raster", "2d-random"}
+    assert all(j["nll"] in ("agrees", "disagrees", "within noise") for j in judged)
+    assert "paired SE over images" in text.split("at equal compute")[1]
 
     snakemake(project, "convergence", "--configfile", str(configfile), "--config", "preset=smoke-4x")
     chained = json.loads((project / "results/report/smoke-4x/convergence.json").read_text())
@@ -184,6 +191,8 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     assert "smoke (6 steps)" in text and "smoke-2x (12 steps)" in text and "smoke-4x (24 steps)" in text
     assert set(chained["by_step"]["quarters"][0]) == {"steps", *(f"2d-random, {label}" for label in (
         "smoke (6 steps)", "smoke-2x (12 steps)", "smoke-4x (24 steps)"))}
+    runs_by_compute = {p["run"] for p in chained["by_compute"]["points"]}
+    assert runs_by_compute == {"2d-random, 6 steps", "2d-random, 12 steps", "2d-random, 24 steps", "n2, 6 steps"}
 
 
 def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(project, tmp_path):

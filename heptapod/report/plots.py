@@ -28,9 +28,12 @@ def save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_training(files: dict[str, RunFiles], title: str, out: Path) -> None:
-    """Training loss (left) and the held-out validation score at the snapshots (right)."""
-    fig, (ax, axv) = plt.subplots(1, 2, figsize=(13, 4.5))
+def plot_training(files: dict[str, RunFiles], title: str, out: Path,
+                  ends: list[tuple[str, list[float], list[float]]] | None = None) -> None:
+    """Training loss (left) and the held-out validation score at the snapshots (right); with
+    ``ends`` (label, training PFLOP, final held-out NLL per point) a third panel of those."""
+    fig, axes = plt.subplots(1, 3 if ends else 2, figsize=(19.5 if ends else 13, 4.5))
+    ax, axv = axes[:2]
     for run, f in files.items():
         log = pd.DataFrame(read_log(f.log))
         train = log[log["loss"].notna()] if "loss" in log else log.iloc[:0]
@@ -45,7 +48,14 @@ def plot_training(files: dict[str, RunFiles], title: str, out: Path) -> None:
     axv.set_xlabel("training step")
     axv.set_ylabel("held-out: NLL bits/token (o) or diffusion loss (s), EMA")
     axv.set_title("Validation at the snapshots")
-    for a in (ax, axv):
+    if ends:
+        for label, x, y in ends:
+            axes[2].plot(x, y, "-o", label=label, ms=4)
+        axes[2].set_xscale("log")
+        axes[2].set_xlabel("training PFLOP (log)")
+        axes[2].set_ylabel("held-out NLL bits/token, final weights")
+        axes[2].set_title("At equal compute: more steps or denser supervision")
+    for a in axes:
         a.legend(fontsize=6, ncol=2)
         a.grid(alpha=0.3)
     save(fig, out)

@@ -120,6 +120,7 @@ rule convergence_report:
         cfg=P.fingerprint("workflow", "data"),
         runs=lambda w: P.convergence_runs(w)["runs"],
         first_runs=lambda w: P.convergence_runs(w)["first_runs"],
+        density_runs=lambda w: P.convergence_runs(w)["density_runs"],
     threads: P.threads("report")
     resources:
         **P.resources("report"),
@@ -137,4 +138,5 @@ rule convergence_report:
         " --first-runs {params.first_runs} --first-metrics {input.first_metrics}"
         " --first-likelihood {input.first_likelihood} --first-models {input.first_models}"
         " --first-logs {input.first_logs} --first-floor {input.first_floor} --steps {input.steps}"
+        " --density-runs {params.density_runs} --first-latents {input.first_latents}"
         " --out {output.md} 2>&1 | tee {log}"
