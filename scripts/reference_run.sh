@@ -22,7 +22,8 @@ echo "reference run: started ($(date -u +%FT%TZ))"
 #    with the one before and judged by the reference's noise: has the ranking stopped moving?
 #    The links are the presets whose workflow.longer_of chain leads to `reference`, shortest first.
 #    Each link's page also sets its held-out NLL by generation step (analysis/steps) beside the
-#    shorter budgets': which part of the grid the extra training improves.
+#    shorter budgets': which part of the grid the extra training improves; and Fig. 8's denser
+#    supervision beside the chain at equal training compute.
 chain=$(.venv/bin/python -c "
 from heptapod.config import load_params, longer_links
 print(' '.join(longer_links(load_params(), 'reference')))")
