@@ -321,7 +321,7 @@ class Pipeline:
 
     def convergence_inputs(self, w) -> dict[str, list[Path]]:
         """The runs' files in this preset, the one it trains longer and the chain's first; the
-        first two's test latent stores, the first's floor and each one's NLL by generation step."""
+        three's test latent stores, the first's floor and each one's NLL by generation step."""
         chain, named = self.convergence_chain(w), self.convergence_runs(w)
         kind = tokenizer_kind(self.config(w.preset, named["runs"][0]))
         # held-out NLL by generation step (shorter, this, the first where it is not the shorter):
