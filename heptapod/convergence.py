@@ -160,7 +160,7 @@ def compute_section(budgets: dict[str, pd.DataFrame], dense: pd.DataFrame, super
                 texts.append(f"{name}: **{f'{ahead} ahead' if ahead else verdict}** ({text})")
             judged.append({"dense": d["variant"], "versus": c["variant"], "compute_ratio": ratio, **verdicts_})
             lines_out.append(f"- {d['variant']} ({supervised(d)}, {fmt(d['train_PFLOP'])} PFLOP) vs {c['variant']} "
-                             f"({supervised(c)}, {fmt(c['train_PFLOP'])} PFLOP: {ratio:.2g}x its compute): "
+                             f"({supervised(c)}, {fmt(c['train_PFLOP'])} PFLOP: {ratio:.2g}x the dense run's): "
                              + "; ".join(texts))
     lines = ["## Denser supervision or longer training, at equal compute", "",
              "The paper's Fig. 8 sets supervision densities side by side at equal steps, where each extra "
@@ -169,13 +169,15 @@ def compute_section(budgets: dict[str, pd.DataFrame], dense: pd.DataFrame, super
              "beside the chained runs at every budget so far, by training compute; each is judged against "
              "each chained variant at the budget closest to it in compute (the ratio says how close), by "
              "the same rule and noise.", "", markdown(table), "", *lines_out, ""]
-    curves = [(v, list(g["train_PFLOP"]), list(g["nll"])) for v, g in
+    curves = [(f"{v}, longer training", list(g["train_PFLOP"]), list(g["nll"])) for v, g in
               ((v, agg[agg["of"] == v].sort_values("train_PFLOP")) for v in chained)]
     # the dense runs' own line starts at the same head supervised once per sequence (n = 1), first budget
     first, dense_points = agg[agg["budget"] == next(iter(budgets))], agg[agg["budget"] == "dense"]
     base = first[first["head"].isin(set(dense_points["head"])) & (first["of"].map(supervision) == 1)]
     dense_curve = pd.concat([base, dense_points]).sort_values("train_PFLOP")
-    curves.append(("denser supervision (first budget)", list(dense_curve["train_PFLOP"]), list(dense_curve["nll"])))
+    ns = ", ".join(str(supervision.get(v, 1)) for v in dense_curve["of"])
+    curves.append((f"denser supervision, n = {ns} at {int(first['steps'].iloc[0])} steps",
+                   list(dense_curve["train_PFLOP"]), list(dense_curve["nll"])))
     return lines, {"points": table.to_dict(orient="records"), "judged": judged}, curves
 
 

@@ -354,6 +354,6 @@ def test_denser_supervision_is_judged_against_the_chain_at_about_its_compute():
     assert points["n8, 6000 steps"]["held-out NLL (bits/token)"] == pytest.approx(
         (dense["nll"].iloc[0] + dense["nll"].iloc[1]) / 2)
     lines_by_label = {label: (x, y) for label, x, y in curves}
-    assert lines_by_label["1d"][0] == pytest.approx([0.06, 0.24])
+    assert lines_by_label["1d, longer training"][0] == pytest.approx([0.06, 0.24])
     # the dense line starts at the same head supervised once per sequence: 2d at the first budget
-    assert lines_by_label["denser supervision (first budget)"][0] == pytest.approx([0.0582, 0.09, 0.27])
+    assert lines_by_label["denser supervision, n = 1, 2, 8 at 6000 steps"][0] == pytest.approx([0.0582, 0.09, 0.27])
