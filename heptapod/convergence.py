@@ -9,7 +9,9 @@ undertraining. Presets chain (a run trained 4x as long compares with the 2x one)
 judged with the noise of the chain's first preset, the one with a full Table 1 (its seed SD and
 floor), and the standard error over held-out images, paired where both presets scored the same
 tokens. Seed spread may change with training: where a longer budget trains seed replicates of
-its own and they spread more, their SD takes over (the threshold only ever grows).
+its own and they spread more, their SD takes over (the threshold only ever grows). Each link
+also sets the first preset's denser-supervision runs (Fig. 8) beside the chain by training
+compute: more steps and more supervised prefixes per step are two ways to spend it.
 """
 
 from __future__ import annotations
