@@ -41,6 +41,13 @@ MOVED = {"agrees": "improved", "disagrees": "got worse", "within noise": "stoppe
 SIDE = {"agrees": "2D ahead", "disagrees": "2D behind", "within noise": "within noise"}
 
 
+def _unpair(*frames: pd.DataFrame) -> None:
+    """Drop the per-image scores of run rows scored on other held-out tokens than those they are
+    set beside: their NLL differences then take the unpaired standard error."""
+    for rows in frames:
+        rows[PER_IMAGE] = None
+
+
 def same_tokens(first: str | Path, second: str | Path) -> bool:
     """Whether two test latent stores hold the same held-out tokens (the same images, encoded
     by tokenizers with the same weights), which the paired standard errors need."""
@@ -129,15 +136,10 @@ def compute_section(budgets: dict[str, pd.DataFrame], dense: pd.DataFrame, super
     per variant. Each dense variant (mean over seeds) is judged against each chained variant at
     the budget closest to it in training compute (log scale), by the same rule. Also the
     held-out NLL against compute per variant, for the figure."""
-    lines_out, points = [], []
-    for label, rows in budgets.items():
-        for _, a in aggregate(rows).iterrows():
-            points.append({**a.to_dict(), "variant": f"{a['variant']}, {int(a['steps'])} steps", "of": a["variant"],
-                           "budget": label})
-    for _, a in aggregate(dense).iterrows():
-        points.append({**a.to_dict(), "variant": f"{a['variant']}, {int(a['steps'])} steps", "of": a["variant"],
-                       "budget": "dense"})
-    agg = pd.DataFrame(points)
+    lines_out = []
+    agg = pd.DataFrame([{**a.to_dict(), "variant": f"{a['variant']}, {int(a['steps'])} steps", "of": a["variant"],
+                         "budget": label}
+                        for label, rows in (*budgets.items(), ("dense", dense)) for _, a in aggregate(rows).iterrows()])
 
     def supervised(p) -> str:
         return "1D head, every step" if p["head"] == "1d" else f"n = {supervision.get(p['of'], 1)}"
@@ -217,8 +219,7 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
     start = None if names[2] == names[0] else all_first.set_index("run").loc[list(longer)]
     paired = same_tokens(*latents)
     if not paired:  # other held-out tokens: the images' scores cannot be set side by side
-        for rows in (short_rows, long_rows):
-            rows[PER_IMAGE] = None
+        _unpair(short_rows, long_rows)
     runs = {r: judge_runs(short_rows.iloc[i], long_rows.iloc[i], noise) for i, r in enumerate(longer)}
     table = pd.DataFrame([
         {"run": r, "score": name,
@@ -240,25 +241,23 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
     stopped = {m: sum(s[m]["moved"] == "stopped moving" for s in runs.values()) for m, _ in SCORES}
     steps = [int(rows["steps"].iloc[0]) for rows in (short_rows, long_rows)]
     longer_by = f"{steps[1] / steps[0]:.3g}x the steps"
+    # every budget of the chain so far (the first only where it is not the shorter), by its steps
+    label = {n: f"{n} ({k} steps)" for n, k in zip(names, (*steps, int(all_first["steps"].iloc[0])))}
     by_step, step_lines = None, []
     if step_files:
-        counts = {names[0]: steps[0], names[1]: steps[1], names[2]: int(all_first["steps"].iloc[0])}
         order = ([names[2]] if start is not None else []) + list(names[:2])
         step_file = dict(zip(names, step_files))  # the first's only where it is not the shorter
-        step_lines, by_step = steps_section(
-            {f"{n} ({counts[n]} steps)": read_json(step_file[n]) for n in order}, variants)
+        step_lines, by_step = steps_section({label[n]: read_json(step_file[n]) for n in order}, variants)
     by_compute, compute_lines, ends = None, [], None
     if dense:
-        first_steps = int(all_first["steps"].iloc[0])
-        at = {f"{names[2]} ({first_steps} steps)": all_first[all_first["variant"].isin(variants)]}
+        at = {label[names[2]]: all_first[all_first["variant"].isin(variants)].copy()}  # every seed
         if start is not None:
-            at[f"{names[0]} ({steps[0]} steps)"] = short_rows
-        at[f"{names[1]} ({steps[1]} steps)"] = long_rows
+            at[label[names[0]]] = short_rows
+        at[label[names[1]]] = long_rows
         dense_rows = run_rows(dense)
         # images pair only where every budget scored the same held-out tokens
         if not (paired and (start is None or (first_latents is not None and same_tokens(first_latents, latents[1])))):
-            for rows in (*at.values(), dense_rows):
-                rows[PER_IMAGE] = None
+            _unpair(*at.values(), dense_rows)
         compute_lines, by_compute, ends = compute_section(at, dense_rows, supervision or {}, noise)
     png = Path(out_md).with_suffix(".png")
     curves = [(names[0], shorter), (names[1], longer)] if start is None else \
