@@ -32,9 +32,16 @@ class ConfigError(ValueError):
     """A params file, preset or variant is malformed; the message names the key."""
 
 
-def _doc(text: str, choices: Any = None) -> Any:
-    """A field's description, and the names it may take (a registry table) for the schema's enum."""
-    return field(metadata={"doc": text, "choices": list(choices) if choices else None})
+def _doc(text: str, choices: Any = None, bookkeeping: bool = False) -> Any:
+    """A field's description, and the names it may take (a registry table) for the schema's enum.
+
+    ``bookkeeping`` marks a key that changes how a job reports or checkpoints, never what it
+    computes: it stays out of the job's fingerprint, so editing it resumes a run instead of redoing it.
+    """
+    if bookkeeping:
+        text += " Bookkeeping: changing it never reruns a finished job or restarts a part-way one."
+    return field(metadata={"doc": text, "choices": list(choices) if choices else None,
+                           "bookkeeping": bookkeeping})
 
 
 @dataclass(frozen=True)
@@ -135,11 +142,12 @@ class TrainConfig:
     supervision_density: int = _doc("n: prefix lengths per sequence at which the head is supervised.")
     grad_accum: int = _doc("Micro-batches per step and process (batch = processes x grad_accum x micro).")
     compile: bool = _doc("Wrap the model in torch.compile.")
-    peak_tflops: float = _doc("Accelerator peak TFLOP/s for the MFU column of the log (0: not logged).")
+    peak_tflops: float = _doc("Accelerator peak TFLOP/s for the MFU column of the log (0: not logged).",
+                              bookkeeping=True)
     flip_prob: float = _doc("Probability of using the horizontally flipped view's tokens.")
-    ckpt_every: int = _doc("Steps between resumable checkpoints.")
+    ckpt_every: int = _doc("Steps between resumable checkpoints.", bookkeeping=True)
     snapshots: int = _doc("Evenly spaced EMA snapshots kept for FID-vs-progress curves (0: none).")
-    log_every: int = _doc("Steps between metrics-log lines.")
+    log_every: int = _doc("Steps between metrics-log lines.", bookkeeping=True)
     val_images: int = _doc("Held-out images scored (EMA weights, one order) at every snapshot and at "
                            "the end, logged as val_nll_bits / val_diffusion_loss (0: none).")
     seed: int = _doc("Seed for initialisation, data order and all per-step randomness.")
@@ -568,7 +576,15 @@ def section_dict(cfg: Config, *names: str) -> dict:
 
 
 def fingerprint(cfg: Config, *names: str) -> str:
-    return json.dumps(section_dict(cfg, *names), sort_keys=True)
+    """What a job's result depends on in these sections, as one string: the params Snakemake
+    compares to decide a rerun, and the stamp a resumable state must match. Bookkeeping keys
+    (checkpoint and log intervals) are left out."""
+    sections = section_dict(cfg, *names)
+    for name in names:
+        for f in dataclasses.fields(getattr(cfg, name)):
+            if f.metadata.get("bookkeeping"):
+                del sections[name][f.name]
+    return json.dumps(sections, sort_keys=True)
 
 
 def schema_text() -> str:

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from heptapod.config import fingerprint
 from heptapod.train import load_generator, train
 from heptapod.utils.io import CheckpointError, load_checkpoint
 from heptapod.utils.training import check_finite
@@ -77,6 +78,23 @@ def test_changed_params_refuse_stale_state(tmp_path, smoke_cfg, latent_store):
     other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=0.5))
     with pytest.raises(CheckpointError, match="other parameters"):
         train(other, latent_store, tmp_path / "run")
+
+
+def test_bookkeeping_changes_resume_instead_of_restarting(tmp_path, smoke_cfg, latent_store):
+    """Checkpoint and log intervals and the MFU peak are not in the run's fingerprint (nor in the
+    train rule's params): a run resumed after editing them ends where a straight run does."""
+    cfg = cfg_for(smoke_cfg)
+    train(cfg, latent_store, tmp_path / "straight")
+    train(cfg, latent_store, tmp_path / "run", max_steps=3)
+    edited = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ckpt_every=5, log_every=3,
+                                                                peak_tflops=1.0))
+    assert fingerprint(edited, "model", "train") == fingerprint(cfg, "model", "train")
+    train(edited, latent_store, tmp_path / "run")  # no StaleCheckpoint
+    a = load_checkpoint(tmp_path / "straight" / "model.pt", "generator")["state_dict"]
+    b = load_checkpoint(tmp_path / "run" / "model.pt", "generator")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, snapshots=3))
+    assert fingerprint(other, "model", "train") != fingerprint(cfg, "model", "train")
 
 
 def test_corrupt_checkpoint_names_file(tmp_path, smoke_cfg, latent_store):
