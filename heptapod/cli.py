@@ -322,12 +322,15 @@ def cmd_model_params(args, cfg) -> dict:
 
 def cmd_status(args, cfg) -> dict:
     from heptapod.config import longer_links
-    from heptapod.status import preset_status, status_text
+    from heptapod.status import preset_status, status_text, total_text
 
     params = load_params(args.params)
     # a preset's doubling chain trains after it (scripts/reference_run.sh): its links too
-    presets = [args.preset, *longer_links(params, args.preset)]
-    print("\n\n".join(status_text(p, preset_status(params, p)) for p in presets))
+    rows = {p: preset_status(params, p) for p in [args.preset, *longer_links(params, args.preset)]}
+    texts = [status_text(p, r) for p, r in rows.items()]
+    if len(rows) > 1:
+        texts.append(total_text([r for preset_rows in rows.values() for r in preset_rows]))
+    print("\n\n".join(texts))
     return {}
 
 

@@ -1,17 +1,20 @@
 """Where a preset's runs stand (``heptapod status``): for presets that train for hours, which
 runs are trained, which are part-way and how far, which are scored, and the training time left
-at each part-way run's own recent speed. Read-only: it reads the files the pipeline writes (the
+at each part-way run's own recent speed, or, for a run not started yet, at the speed of a run of
+the same model and training settings that has trained here (another seed, or a doubling link's
+shorter budget). Read-only: it reads the files the pipeline writes (the
 training logs, metrics), so it works while Snakemake runs, after it was stopped, or with none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from heptapod import paths
-from heptapod.config import resolve
+from heptapod.config import Config, fingerprint, preset_names, resolve
 from heptapod.utils.training import log_lines, running_log
 
 RECENT = 10  # log records the recent speed is taken over (25 steps each in the long presets)
@@ -25,13 +28,30 @@ class RunStatus:
     state: str  # 'not started' | 'part-way' | 'trained' | 'scored'
     steps_per_s: float | None  # over its last RECENT log records
     idle_s: float | None  # since its log last grew (a part-way run that is not training grows none)
+    key: str = ""  # what sets its time per step (speed_key)
+    mean_steps_per_s: float | None = None  # a trained run's, over its whole training
+    estimated_steps_per_s: float | None = None  # a run without a speed of its own: a twin's
 
     @property
     def left_s(self) -> float | None:
-        """Training seconds left at its recent speed (0 once trained; None: not started)."""
+        """Training seconds left at its recent speed, else at a twin's (0 once trained; None: no
+        speed known)."""
         if self.state in ("trained", "scored"):
             return 0.0
-        return (self.steps - self.done) / self.steps_per_s if self.steps_per_s else None
+        speed = self.steps_per_s or self.estimated_steps_per_s
+        return (self.steps - self.done) / speed if speed else None
+
+    @property
+    def estimated(self) -> bool:
+        return self.left_s not in (None, 0.0) and not self.steps_per_s
+
+
+def speed_key(cfg: Config) -> str:
+    """What sets a run's seconds per step on one machine: its model and training settings and its
+    job's cores, but not its step count or seed (another seed or a longer schedule of the same
+    model trains at the same speed)."""
+    train = dataclasses.replace(cfg.train, steps=0, seed=0)
+    return fingerprint(dataclasses.replace(cfg, train=train), "model", "train") + f"|{cfg.resources.train.cpus}"
 
 
 def log_records(path: Path) -> list[dict]:
@@ -40,23 +60,40 @@ def log_records(path: Path) -> list[dict]:
 
 
 def run_status(params: dict, preset: str, run: str, now: float | None = None) -> RunStatus:
-    steps = resolve(params, preset, run).train.steps
+    cfg = resolve(params, preset, run)
+    steps, key = cfg.train.steps, speed_key(cfg)
     log = paths.train_log.of(preset, run)
     running = running_log(log)
     if paths.model.of(preset, run).is_file() and log.is_file():
         state = "scored" if paths.eval_metrics.of(preset, run).is_file() else "trained"
-        return RunStatus(run, steps, steps, state, None, None)
+        records = log_records(log)
+        last = records[-1] if records else {}
+        mean = last["step"] / last["elapsed_s"] if last.get("elapsed_s") else None
+        return RunStatus(run, steps, steps, state, None, None, key, mean)
     if not running.is_file() or not (records := log_records(running)):
-        return RunStatus(run, steps, 0, "not started", None, None)
+        return RunStatus(run, steps, 0, "not started", None, None, key)
     recent = records[-RECENT - 1:]
     seconds = recent[-1]["elapsed_s"] - recent[0]["elapsed_s"]
     speed = (recent[-1]["step"] - recent[0]["step"]) / seconds if seconds > 0 else None
     idle = (time.time() if now is None else now) - running.stat().st_mtime
-    return RunStatus(run, steps, int(records[-1]["step"]), "part-way", speed, idle)
+    return RunStatus(run, steps, int(records[-1]["step"]), "part-way", speed, idle, key)
 
 
 def preset_status(params: dict, preset: str) -> list[RunStatus]:
-    """Every run the preset's 'ablations' target trains, in its families' order."""
+    """Every run the preset's 'ablations' target trains, in its families' order; a run without a
+    speed of its own is timed at the speed of a twin (same speed_key) from any preset."""
+    rows = _own_status(params, preset)
+    twins: dict[str, float] = {}
+    for other in preset_names(params):
+        for r in rows if other == preset else _own_status(params, other):
+            speed = r.steps_per_s or r.mean_steps_per_s  # a part-way run's recent speed first
+            if speed and (r.steps_per_s or r.key not in twins):
+                twins[r.key] = speed
+    return [dataclasses.replace(r, estimated_steps_per_s=twins.get(r.key)) if r.left_s is None else r
+            for r in rows]
+
+
+def _own_status(params: dict, preset: str) -> list[RunStatus]:
     return [run_status(params, preset, run) for run in resolve(params, preset).workflow.runs()]
 
 
@@ -72,17 +109,31 @@ def status_text(preset: str, rows: list[RunStatus]) -> str:
     for r in rows:
         speed = f"{r.steps_per_s:.2f}" if r.steps_per_s else "–"
         idle = f"{_duration(r.idle_s)} ago" if r.idle_s is not None else ""
-        left = "" if r.left_s == 0 else _duration(r.left_s)
+        left = "" if r.left_s == 0 else ("~" if r.estimated else "") + _duration(r.left_s)
         lines.append(f"{r.run:<18} {r.state:<12} {f'{r.done}/{r.steps}':>13} {speed:>8} {left:>8}  {idle}".rstrip())
     count = {s: sum(r.state == s for r in rows) for s in ("scored", "trained", "part-way", "not started")}
-    timed = [r for r in rows if r.state == "part-way" and r.left_s is not None]
+    timed = [r for r in rows if r.steps_per_s and r.left_s]
+    estimated = [r for r in rows if r.estimated]
     untimed = [r for r in rows if r.left_s is None]
     parts = [", ".join(f"{n} {s}" for s, n in count.items() if n)]
     if timed:
         parts.append(f"training left: {_duration(sum(r.left_s for r in timed))} for the part-way runs at their "
                      "recent speed (one job's time; parallel jobs share it)")
+    if estimated:
+        parts.append(f"~{_duration(sum(r.left_s for r in estimated))} for {len(estimated)} more at the speed "
+                     "of a run of the same model and settings trained here (~ in the table)")
     if untimed:
         parts.append(f"{sum(r.steps - r.done for r in untimed)} steps of {len(untimed)} runs not started "
                      "or without a speed yet")
     lines += ["", f"{preset}: {len(rows)} runs: " + "; ".join(parts) + "."]
     return "\n".join(lines)
+
+
+def total_text(rows: list[RunStatus]) -> str:
+    """One line for several presets' runs (a preset and its doubling chain): the training time left."""
+    timed = [r.left_s for r in rows if r.left_s]
+    untimed = [r for r in rows if r.left_s is None]
+    line = f"In all: {_duration(sum(timed))} of training left for one job at a time (divide by the jobs that run at once)"
+    if untimed:
+        line += f", and {len(untimed)} runs without a speed yet"
+    return line + "."

@@ -43,11 +43,12 @@ def test_status_tells_scored_trained_part_way_and_not_started_runs_apart(params,
     assert p.left_s == pytest.approx((steps - 4) * 11 / 3)
     assert p.idle_s > 1e6  # its log has not grown since 1970: not training now
     others = [r for r in by_run.values() if r.run not in (scored, trained, part_way)]
-    assert all(r.state == "not started" and r.left_s is None for r in others)
+    untimed = [r for r in others if not r.estimated]  # the rest have a trained twin (below)
+    assert all(r.state == "not started" for r in others) and all(r.left_s is None for r in untimed)
 
     text = status_text("smoke", list(by_run.values()))
     assert f"smoke: {len(by_run)} runs: 1 scored, 1 trained, 1 part-way, {len(others)} not started" in text
-    assert f"{steps * len(others)} steps of {len(others)} runs not started" in text
+    assert f"{steps * len(untimed)} steps of {len(untimed)} runs not started" in text
 
 
 def test_status_command_names_an_unknown_preset(capsys):
@@ -60,3 +61,23 @@ def test_status_command_shows_the_doubling_chain_after_its_preset(capsys):
     out = capsys.readouterr().out
     tails = [line.split(":")[0] for line in out.splitlines() if " runs: " in line]
     assert tails == ["reference", "reference-2x", "reference-4x", "reference-8x"]
+    assert out.rstrip().splitlines()[-1].startswith("In all: ")
+
+
+def test_a_run_not_started_is_timed_at_the_speed_of_its_trained_twin(params, tmp_path, monkeypatch):
+    """Another seed of a trained run (same model and settings) is timed at that run's mean speed
+    over its whole training, marked as an estimate; a run with no twin trained stays untimed."""
+    monkeypatch.chdir(tmp_path)
+    steps = preset_status(params, "smoke")[0].steps
+    write_log(paths.train_log.of("smoke", "1d-raster"),
+              [{"step": steps // 2, "elapsed_s": 1.0}, {"step": steps, "elapsed_s": 40.0}])
+    paths.model.of("smoke", "1d-raster").write_bytes(b"checkpoint")
+    by_run = {r.run: r for r in preset_status(params, "smoke")}
+    twin = by_run["1d-raster@1"]
+    assert twin.state == "not started" and twin.estimated
+    assert twin.left_s == pytest.approx(40.0)
+    assert by_run["2d-random"].left_s is None and not by_run["2d-random"].estimated
+    assert not by_run["1d-raster"].estimated
+    text = status_text("smoke", list(by_run.values()))
+    assert "~1 min" in text
+    assert "for 1 more at the speed of a run of the same model and settings trained here" in text
