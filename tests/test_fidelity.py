@@ -43,6 +43,10 @@ def test_fid_separates_real_from_noise(classifier):
     assert close["extractor"] == "dataset classifier"
     assert close["fid"] < far["fid"] and close["kid"] < far["kid"]
     assert close["is"] > far["is"]  # confident, balanced predictions on real-like images
+    assert close["precision"] is None and close["recall"] is None  # asked for only where reported
+    close, far = (fidelity_metrics(x, real, EVAL, classifier, precision_recall=True) for x in (same, noise))
+    assert close["precision"] > 0.5 and close["recall"] > 0.5
+    assert far["precision"] < close["precision"] and far["recall"] < close["recall"]
 
 
 def test_missing_inception_weights_are_named(classifier, tmp_path):

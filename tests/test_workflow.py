@@ -87,7 +87,8 @@ def test_smoke_ablations_end_to_end_then_cached(project):
     report = project / "results/report/smoke"
     metrics = json.loads((report / "metrics.json").read_text())
     for run in ("2d-random", "2d-random@1", "1d-raster", "w4-n16", "n2", "depth-2-1", "2d-random-kl"):
-        assert all(math.isfinite(metrics["runs"][run][k]) for k in ("fid", "is", "kid", "train_PFLOP"))
+        assert all(math.isfinite(metrics["runs"][run][k])
+                   for k in ("fid", "is", "kid", "precision", "recall", "train_PFLOP"))
         score = "dloss" if run.endswith("-kl") else "nll"  # held-out NLL, or DiffLoss's own loss
         assert metrics["runs"][run][score] > 0, run
         log = [json.loads(line) for line in (project / f"results/train/smoke/{run}/log.jsonl").open()]
@@ -110,7 +111,7 @@ def test_smoke_ablations_end_to_end_then_cached(project):
         assert set(fam["verdict"].values()) <= {"agrees", "disagrees", "within noise"}
         if family != "table2":
             assert fam["verdict"] and fam["noise"]["fid"]["floor_sd"] > 0 and fam["noise"]["fid"]["seed_sd"] > 0
-    assert "Noise and the decision rule" in text and "NLL (bits/token, test)" in text
+    assert "Noise and the decision rule" in text and "NLL (bits/token, test)" in text and "Precision / recall" in text
     table1 = (report / "table1.csv").read_text()
     assert "± " in table1  # two seeds: mean ± SD
     # samples were drawn in 2 shards and merged; the headline run is exported for outside evaluators

@@ -1,4 +1,4 @@
-"""FID / IS / KID with torch-fidelity, offline.
+"""FID / IS / KID (and precision / recall) with torch-fidelity, offline.
 
 Inception weights are a run-time download, so for small datasets the feature extractor is a
 classifier trained on the dataset itself (its own pipeline stage), registered with
@@ -246,14 +246,19 @@ def fidelity_vs_reference_stats(fake: np.ndarray, cfg: EvaluateConfig, classifie
     isc = isc_featuresdict_to_metric(feats, isc_layer, verbose=False, isc_splits=isc_splits(len(fake)))
     return {"fid": float(fid), "is": float(isc["inception_score_mean"]),
             "is_std": float(isc["inception_score_std"]), "kid": None, "kid_std": None,
-            "extractor": label, "num_fake": len(fake), "num_real": None, "reference": str(path)}
+            "precision": None, "recall": None, "extractor": label, "num_fake": len(fake), "num_real": None, "reference": str(path)}
 
 
 def fidelity_metrics(fake: np.ndarray, real: np.ndarray | None, cfg: EvaluateConfig,
-                     classifier_path: str | Path | None) -> dict:
-    """FID, IS (of ``fake``) and KID of uint8 image arrays (N, C, H, W).
+                     classifier_path: str | Path | None, precision_recall: bool = False) -> dict:
+    """FID, IS (of ``fake``) and KID of uint8 image arrays (N, C, H, W); with ``precision_recall``
+    also improved precision and recall (Kynkaenniemi et al. 2019: the share of samples inside the
+    real images' k-NN manifold, k = 3, and of real images inside the samples'), which split FID's
+    one number into fidelity and diversity. They cost a k-NN pass over the real images, so only the
+    final scores and the noise floor ask for them.
 
-    With ``evaluate.reference_stats`` set, FID is taken against those statistics instead.
+    With ``evaluate.reference_stats`` set, FID is taken against those statistics instead (and
+    neither KID nor precision/recall, which need the reference features, is given).
     """
     if cfg.reference_stats:
         return fidelity_vs_reference_stats(fake, cfg, classifier_path)
@@ -261,8 +266,8 @@ def fidelity_metrics(fake: np.ndarray, real: np.ndarray | None, cfg: EvaluateCon
     kid_subset = min(cfg.kid_subset_size, len(fake), len(real))
     m = torch_fidelity.calculate_metrics(
         input1=_Uint8Images(fake), input2=_Uint8Images(real), fid=True, isc=True, kid=True,
-        kid_subset_size=kid_subset, isc_splits=isc_splits(len(fake)), batch_size=cfg.batch_size,
-        cuda=torch.cuda.is_available(),
+        prc=precision_recall, kid_subset_size=kid_subset, isc_splits=isc_splits(len(fake)),
+        batch_size=cfg.batch_size, cuda=torch.cuda.is_available(),
         feature_extractor=extractor, feature_extractor_weights_path=weights, cache=False,
         verbose=False, save_cpu_ram=True,
     )
@@ -272,6 +277,8 @@ def fidelity_metrics(fake: np.ndarray, real: np.ndarray | None, cfg: EvaluateCon
         "is_std": float(m["inception_score_std"]),
         "kid": float(m["kernel_inception_distance_mean"]),
         "kid_std": float(m["kernel_inception_distance_std"]),
+        "precision": float(m["precision"]) if precision_recall else None,
+        "recall": float(m["recall"]) if precision_recall else None,
         "extractor": label,
         "num_fake": len(fake),
         "num_real": len(real),

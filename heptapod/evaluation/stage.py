@@ -57,7 +57,7 @@ def evaluate_samples(cfg: Config, samples_path: str | Path, test_images: str | P
                      classifier_path: str | Path | None, classifier_metrics: str | Path | None) -> dict:
     arrays, attrs = read_arrays(samples_path, "samples", ("images", "labels"))
     metrics = fidelity_metrics(arrays["images"], reference_images(cfg, test_images), cfg.evaluate,
-                               classifier_path)
+                               classifier_path, precision_recall=True)
     if metrics["extractor"] == "dataset classifier":  # the checkpoint records it too
         metrics["classifier_test_accuracy"] = (read_json(classifier_metrics)["test_accuracy"] if classifier_metrics
                                                else load_checkpoint(classifier_path, "classifier")["test_accuracy"])
@@ -80,6 +80,9 @@ def balanced_draw(labels: np.ndarray, count: int, num_classes: int, rng: np.rand
     return np.sort(np.concatenate(picks))
 
 
+FLOOR_METRICS = ("fid", "is", "kid", "precision", "recall")
+
+
 def noise_floor(cfg: Config, train_images: str | Path, test_images: str | Path | None,
                 classifier_path: str | Path | None) -> dict:
     """The metric's own noise: real train-split images, drawn class-balanced like the samples,
@@ -96,9 +99,10 @@ def noise_floor(cfg: Config, train_images: str | Path, test_images: str | Path |
         draws = []
         for d in range(cfg.evaluate.floor_draws):
             idx = balanced_draw(train.labels, count, num_classes, np.random.default_rng([cfg.sample.seed, count, d]))
-            draws.append(fidelity_metrics(train.__getitems__(idx)[0], real, cfg.evaluate, classifier_path))
-        line = {"draws": len(draws), "per_draw": [{m: x[m] for m in ("fid", "is", "kid")} for x in draws]}
-        for m in ("fid", "is", "kid"):
+            draws.append(fidelity_metrics(train.__getitems__(idx)[0], real, cfg.evaluate, classifier_path,
+                                          precision_recall=True))
+        line = {"draws": len(draws), "per_draw": [{m: x[m] for m in FLOOR_METRICS} for x in draws]}
+        for m in FLOOR_METRICS:
             vals = np.array([x[m] for x in draws if x[m] is not None], dtype=np.float64)
             line[m] = float(vals.mean()) if len(vals) else None
             line[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else None

@@ -42,7 +42,8 @@ def write_report(preset: str, cfg: Config, files: dict[str, RunFiles], families:
                       classifier_test_accuracy=clf["test_accuracy"] if clf else None)
     write_json(out_dir / "metrics.json", {
         "provenance": prov,
-        "runs": {r["run"]: {k: num(r[k]) for k in ("fid", "is", "kid", "nll", "dloss", "params_M", "train_PFLOP")}
+        "runs": {r["run"]: {k: num(r[k]) for k in ("fid", "is", "kid", "precision", "recall", "nll", "dloss",
+                                                        "params_M", "train_PFLOP")}
                  for r in rows.to_dict("records")},
         "tokenizers": {k: {m: t[m] for m in ("rfid", "mse", "psnr")} for k, t in toks.items()},
     })

@@ -13,7 +13,7 @@ from heptapod.config import split_run
 from heptapod.utils.io import load_checkpoint, read_json
 from heptapod.utils.training import read_log
 
-METRICS = ("fid", "is", "kid", "nll", "dloss")
+METRICS = ("fid", "is", "kid", "precision", "recall", "nll", "dloss")
 PER_IMAGE = "nll_per_image"  # each held-out image's NLL, for paired comparisons (not a table column)
 MOVING = 0.01  # a run whose validation score moved more than this over its last quarter is still training
 
@@ -62,6 +62,8 @@ def run_row(run: str, files: RunFiles) -> dict:
         "params_M": ckpt["num_params"] / 1e6, "steps": ckpt["steps"], "step_PFLOP": ckpt["step_flops"] / 1e15,
         "train_PFLOP": ckpt["train_flops"] / 1e15, "train_min": log[-1]["elapsed_s"] / 60,
         "fid": metrics["fid"], "is": metrics["is"], "kid": metrics["kid"],
+        # scored since precision/recall were added (older metrics files: NaN, shown as –)
+        "precision": _nan(metrics.get("precision")), "recall": _nan(metrics.get("recall")),
         "nll": _nan(lik.get("nll_bits_per_token")), "nll_se": _nan(lik.get("nll_bits_per_token_se")),
         "nll_order_sd": _nan(lik.get("nll_bits_per_token_order_sd")),
         "dloss": _nan(lik.get("val_diffusion_loss")), "heldout_images": lik["heldout_images"],

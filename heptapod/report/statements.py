@@ -209,12 +209,16 @@ def noise_section(floor: dict, rows: pd.DataFrame, extractor: str) -> str:
              f"the samples, scored against the {floor['reference']} as every run is, "
              f"{next(iter(floor['by_count'].values()))['draws']} draws at each sample count. The mean is "
              "what a perfect generator would score at that count; the SD is what two equal generators "
-             "differ by.", "", "| samples | FID | IS | KID |", "|---|---|---|---|"]
+             "differ by.", "", "| samples | FID | IS | KID | precision | recall |", "|---|---|---|---|---|---|"]
     nan = float("nan")
     for count, f in floor["by_count"].items():
         lines.append(f"| {count} | " + " | ".join(
-            pm(nan if f[m] is None else f[m], nan if f[f"{m}_sd"] is None else f[f"{m}_sd"])
-            for m in ("fid", "is", "kid")) + " |")
+            pm(nan if f.get(m) is None else f[m], nan if f.get(f"{m}_sd") is None else f[f"{m}_sd"])
+            for m in ("fid", "is", "kid", "precision", "recall")) + " |")
+    lines += ["", "**Precision / recall** (improved precision and recall, k = 3 nearest neighbours in the "
+              "same features): the share of samples inside the real images' manifold (fidelity) and of "
+              "real images inside the samples' (diversity), which FID mixes into one number. They are "
+              "shown beside FID, not judged; the floor's row is what real images score."]
     seed = verdicts.seed_noise(rows, METRICS)
     replicated = sorted({v for v, g in rows.groupby("variant") if len(g) > 1})
     lines += ["", "**Seed noise**: SD over seeds pooled over the variants trained with several seeds "

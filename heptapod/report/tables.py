@@ -53,6 +53,8 @@ def family_table(agg: pd.DataFrame, extractor: str, paper_cols: list[dict | None
         f"FID ({extractor})": [pm(m, s) for m, s in zip(agg["fid"], agg["fid_sd"])],
         f"IS ({extractor})": [pm(m, s) for m, s in zip(agg["is"], agg["is_sd"])],
         f"KID ({extractor})": [pm(m, s) for m, s in zip(agg["kid"], agg["kid_sd"])],
+        "precision": [pm(m, s) for m, s in zip(agg["precision"], agg["precision_sd"])],
+        "recall": [pm(m, s) for m, s in zip(agg["recall"], agg["recall_sd"])],
         "NLL (bits/token, test)": [pm(m, s) for m, s in zip(agg["nll"], agg["nll_sd"])],
         "NLL SD over orders": list(agg["nll_order_sd"]),
         "held-out change, last quarter (max over seeds)": [moving_text(c) for c in agg["val_change_last_quarter"]],
