@@ -47,6 +47,8 @@ def test_fid_separates_real_from_noise(classifier):
     close, far = (fidelity_metrics(x, real, EVAL, classifier, precision_recall=True) for x in (same, noise))
     assert close["precision"] > 0.5 and close["recall"] > 0.5
     assert far["precision"] < close["precision"] and far["recall"] < close["recall"]
+    few = fidelity_metrics(same[:3], real, EVAL, classifier, precision_recall=True)  # no 3 neighbours
+    assert few["precision"] is None and few["recall"] is None and few["fid"] > 0
 
 
 def test_missing_inception_weights_are_named(classifier, tmp_path):

@@ -249,6 +249,9 @@ def fidelity_vs_reference_stats(fake: np.ndarray, cfg: EvaluateConfig, classifie
             "precision": None, "recall": None, "extractor": label, "num_fake": len(fake), "num_real": None, "reference": str(path)}
 
 
+PRC_NEIGHBOURS = 3  # torch-fidelity's prc_neighborhood default, as in Kynkaenniemi et al.
+
+
 def fidelity_metrics(fake: np.ndarray, real: np.ndarray | None, cfg: EvaluateConfig,
                      classifier_path: str | Path | None, precision_recall: bool = False) -> dict:
     """FID, IS (of ``fake``) and KID of uint8 image arrays (N, C, H, W); with ``precision_recall``
@@ -264,9 +267,10 @@ def fidelity_metrics(fake: np.ndarray, real: np.ndarray | None, cfg: EvaluateCon
         return fidelity_vs_reference_stats(fake, cfg, classifier_path)
     extractor, weights, label = _extractor(cfg, classifier_path)
     kid_subset = min(cfg.kid_subset_size, len(fake), len(real))
+    precision_recall = precision_recall and min(len(fake), len(real)) > PRC_NEIGHBOURS  # k-NN radii need k + 1
     m = torch_fidelity.calculate_metrics(
         input1=_Uint8Images(fake), input2=_Uint8Images(real), fid=True, isc=True, kid=True,
-        prc=precision_recall, kid_subset_size=kid_subset, isc_splits=isc_splits(len(fake)),
+        prc=precision_recall, prc_neighborhood=PRC_NEIGHBOURS, kid_subset_size=kid_subset, isc_splits=isc_splits(len(fake)),
         batch_size=cfg.batch_size, cuda=torch.cuda.is_available(),
         feature_extractor=extractor, feature_extractor_weights_path=weights, cache=False,
         verbose=False, save_cpu_ram=True,
