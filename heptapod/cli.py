@@ -140,7 +140,11 @@ def cmd_likelihood(args, cfg) -> dict:
 def cmd_noise_floor(args, cfg) -> dict:
     from heptapod.evaluation.stage import noise_floor
 
-    out = noise_floor(cfg, args.train, args.real, args.classifier)
+    bad = [t for t in args.tokenizer if "=" not in t]
+    if bad:
+        raise ValueError(f"--tokenizer takes KIND=CHECKPOINT, got {' '.join(bad)}")
+    tokenizers = dict(t.split("=", 1) for t in args.tokenizer)
+    out = noise_floor(cfg, args.train, args.real, args.classifier, tokenizers)
     _stamped(args.out, out, args, cfg)
     return {str(k): v["fid_sd"] for k, v in out["by_count"].items()}
 
@@ -427,8 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     for a in ("--model", "--latents", "--out"):
         p.add_argument(a, required=True)
     p = add("noise-floor", cmd_noise_floor, "FID / IS / KID of real train images vs the reference set "
-            "at the runs' sample counts: the metric's own noise")
+            "at the runs' sample counts: the metric's own noise; and the tokenizer ceiling")
     p.add_argument("--train", required=True, help="train-split image store (the 'samples' of the floor)")
+    p.add_argument("--tokenizer", action="append", default=[], metavar="KIND=CHECKPOINT",
+                   help="a tokenizer the runs read: the floor's images through it score its ceiling (repeatable)")
     p.add_argument("--out", required=True)
     _reference_args(p)
     p = add("speed", cmd_speed, "images/s and FID/IS/KID of a run at k positions per sampling step "

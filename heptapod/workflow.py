@@ -158,6 +158,17 @@ class Pipeline:
     def run_tokenizer(self, w) -> Path:
         return paths.tokenizer.of(w.preset, self.kind(w))
 
+    def preset_tokenizers(self, w) -> dict[str, Path]:
+        """The tokenizers the preset's runs read, as named inputs ``tokenizer_<kind>``."""
+        runs = self.config(w.preset).workflow.runs()
+        kinds = dict.fromkeys(tokenizer_kind(self.config(w.preset, run)) for run in runs)
+        return {f"tokenizer_{kind}": paths.tokenizer.of(w.preset, kind) for kind in kinds}
+
+    @staticmethod
+    def tokenizer_args(w, input) -> str:
+        return "".join(f" --tokenizer {k.removeprefix('tokenizer_')}={input[k]}"
+                       for k in input.keys() if k.startswith("tokenizer_"))
+
     # ------------------------------------------------------------------ targets and reports
     def family_outputs(self, preset: str, family: str) -> list[Path]:
         """The files of one family's report (none where the preset lists no runs for it)."""

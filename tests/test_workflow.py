@@ -112,6 +112,10 @@ def test_smoke_ablations_end_to_end_then_cached(project):
         if family != "table2":
             assert fam["verdict"] and fam["noise"]["fid"]["floor_sd"] > 0 and fam["noise"]["fid"]["seed_sd"] > 0
     assert "Noise and the decision rule" in text and "NLL (bits/token, test)" in text and "Precision / recall" in text
+    # the tokenizer ceiling: real images through each tokenizer the runs read score worse than the real ones
+    floor = json.loads((project / "results/evaluate/smoke/noise_floor.json").read_text())
+    assert set(floor["tokenized"]) == {"vq", "kl"} and "through the kl tokenizer" in text
+    assert all(t["fid"] > floor["by_count"]["20"]["fid"] for t in floor["tokenized"].values())
     table1 = (report / "table1.csv").read_text()
     assert "± " in table1  # two seeds: mean ± SD
     # samples were drawn in 2 shards and merged; the headline run is exported for outside evaluators

@@ -84,30 +84,46 @@ FLOOR_METRICS = ("fid", "is", "kid", "precision", "recall")
 
 
 def noise_floor(cfg: Config, train_images: str | Path, test_images: str | Path | None,
-                classifier_path: str | Path | None) -> dict:
+                classifier_path: str | Path | None, tokenizers: dict[str, str | Path] | None = None) -> dict:
     """The metric's own noise: real train-split images, drawn class-balanced like the samples,
     scored against the same reference as every run, ``evaluate.floor_draws`` times, at each sample
     count the runs use (``sample.num_samples``, ``sample.progress_samples``). The mean is the best
-    a perfect generator could score at that count; the spread is what two equal generators differ by."""
+    a perfect generator could score at that count; the spread is what two equal generators differ by.
+
+    With ``tokenizers`` ({kind: checkpoint}), also the tokenizer ceiling: the first draw at
+    ``sample.num_samples``, encoded and decoded by each tokenizer and scored the same way, which is
+    the best a perfect generator of that tokenizer's tokens could score."""
     from heptapod.data.images import ImageSet
 
     train = ImageSet(train_images)
     num_classes = int(train.attrs["num_classes"])
     real = reference_images(cfg, test_images)
+
+    def draw(count: int, d: int) -> np.ndarray:
+        rng = np.random.default_rng([cfg.sample.seed, count, d])
+        return train.__getitems__(balanced_draw(train.labels, count, num_classes, rng))[0]
+
+    def scores(images: np.ndarray) -> dict:
+        return fidelity_metrics(images, real, cfg.evaluate, classifier_path, precision_recall=True)
+
     by_count = {}
     for count in sorted({cfg.sample.num_samples, cfg.sample.progress_samples}):
-        draws = []
-        for d in range(cfg.evaluate.floor_draws):
-            idx = balanced_draw(train.labels, count, num_classes, np.random.default_rng([cfg.sample.seed, count, d]))
-            draws.append(fidelity_metrics(train.__getitems__(idx)[0], real, cfg.evaluate, classifier_path,
-                                          precision_recall=True))
+        draws = [scores(draw(count, d)) for d in range(cfg.evaluate.floor_draws)]
         line = {"draws": len(draws), "per_draw": [{m: x[m] for m in FLOOR_METRICS} for x in draws]}
         for m in FLOOR_METRICS:
             vals = np.array([x[m] for x in draws if x[m] is not None], dtype=np.float64)
             line[m] = float(vals.mean()) if len(vals) else None
             line[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else None
         by_count[count] = line
-    return {"by_count": by_count, "extractor": draws[0]["extractor"], "source": "train split",
+    tokenized = {}
+    if tokenizers:
+        device = resolve_device(cfg.workflow.device)
+        images = draw(cfg.sample.num_samples, 0)
+        for kind, path in tokenizers.items():
+            recon, _ = reconstruct(load_tokenizer(path).to(device), images, cfg.evaluate.batch_size)
+            m = scores(recon)
+            tokenized[kind] = {"samples": len(images), **{k: m[k] for k in FLOOR_METRICS}}
+    return {"by_count": by_count, "tokenized": tokenized, "extractor": draws[0]["extractor"], "source": "train split",
             "reference": "test split" if real is not None else str(cfg.evaluate.reference_stats)}
 
 

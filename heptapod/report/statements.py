@@ -215,6 +215,14 @@ def noise_section(floor: dict, rows: pd.DataFrame, extractor: str) -> str:
         lines.append(f"| {count} | " + " | ".join(
             pm(nan if f.get(m) is None else f[m], nan if f.get(f"{m}_sd") is None else f[f"{m}_sd"])
             for m in ("fid", "is", "kid", "precision", "recall")) + " |")
+    for kind, t in floor.get("tokenized", {}).items():
+        lines.append(f"| {t['samples']}, through the {kind} tokenizer | " + " | ".join(
+            fmt(t[m]) for m in ("fid", "is", "kid", "precision", "recall")) + " |")
+    if floor.get("tokenized"):
+        lines += ["", "**Tokenizer ceiling** (the rows through a tokenizer): the first draw of real images, "
+                  "encoded and decoded by the tokenizer the runs read, scored the same way: the best a "
+                  "perfect generator of its tokens could score. The distance from a run to it is the "
+                  "generator's; from it to the floor, the tokenizer's."]
     lines += ["", "**Precision / recall** (improved precision and recall, k = 3 nearest neighbours in the "
               "same features): the share of samples inside the real images' manifold (fidelity) and of "
               "real images inside the samples' (diversity), which FID mixes into one number. They are "

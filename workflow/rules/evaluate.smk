@@ -56,15 +56,18 @@ rule likelihood:
 
 
 rule noise_floor:
-    """The metric's own noise: real train images vs the reference set at the runs' sample counts."""
+    """The metric's own noise: real train images vs the reference set at the runs' sample counts;
+    and the tokenizer ceiling: the same images through each tokenizer the runs read."""
     input:
         unpack(P.reference),
+        unpack(P.preset_tokenizers),
         train=paths.data.partial(split="train"),
     output:
         paths.noise_floor,
     params:
         cfg=P.fingerprint("evaluate", "sample"),
         reference=P.reference_args,
+        tokenizers=P.tokenizer_args,
     threads: P.threads("noise_floor")
     resources:
         **P.resources("noise_floor"),
@@ -74,7 +77,8 @@ rule noise_floor:
         "../../environment.yml"
     shell:
         "python -m heptapod noise-floor --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
-        " --threads {threads} --train {input.train}{params.reference} --out {output} 2>&1 | tee {log}"
+        " --threads {threads} --train {input.train}{params.reference}{params.tokenizers} --out {output}"
+        " 2>&1 | tee {log}"
 
 
 rule progress:
