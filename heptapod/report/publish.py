@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from heptapod.config import FAMILIES
-from heptapod.report.runs import METRICS
 from heptapod.utils.io import atomic_path, read_json, write_json
+
+# the headline scores, one row per run that fits a terminal; precision and recall stay in the reports
+SCORES = ("fid", "is", "kid", "nll", "dloss")
 
 
 def publish(src: str | Path, dst: str | Path, family: str | None = None) -> dict:
@@ -27,5 +29,5 @@ def publish(src: str | Path, dst: str | Path, family: str | None = None) -> dict
     # one row per run with a column per score in `dvc metrics show` / `dvc metrics diff`
     runs = read_json(src / "metrics.json")["runs"]
     for run, row in runs.items():
-        write_json(dst / "scores" / f"{run}.json", {k: row[k] for k in METRICS if row.get(k) is not None})
+        write_json(dst / "scores" / f"{run}.json", {k: row[k] for k in SCORES if row.get(k) is not None})
     return {"published": [f.name for f in files], "scores": sorted(runs), "to": str(dst)}
