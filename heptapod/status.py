@@ -133,7 +133,8 @@ def total_text(rows: list[RunStatus]) -> str:
     """One line for several presets' runs (a preset and its doubling chain): the training time left."""
     timed = [r.left_s for r in rows if r.left_s]
     untimed = [r for r in rows if r.left_s is None]
-    line = f"In all: {_duration(sum(timed))} of training left for one job at a time (divide by the jobs that run at once)"
+    line = (f"In all: {_duration(sum(timed))} of training left for one job at a time (divide by the jobs "
+            "that run at once)")
     if untimed:
         line += f", and {len(untimed)} runs without a speed yet"
     return line + "."

@@ -246,7 +246,8 @@ def fidelity_vs_reference_stats(fake: np.ndarray, cfg: EvaluateConfig, classifie
     isc = isc_featuresdict_to_metric(feats, isc_layer, verbose=False, isc_splits=isc_splits(len(fake)))
     return {"fid": float(fid), "is": float(isc["inception_score_mean"]),
             "is_std": float(isc["inception_score_std"]), "kid": None, "kid_std": None,
-            "precision": None, "recall": None, "extractor": label, "num_fake": len(fake), "num_real": None, "reference": str(path)}
+            "precision": None, "recall": None, "extractor": label, "num_fake": len(fake), "num_real": None,
+            "reference": str(path)}
 
 
 PRC_NEIGHBOURS = 3  # torch-fidelity's prc_neighborhood default, as in Kynkaenniemi et al.
@@ -270,8 +271,8 @@ def fidelity_metrics(fake: np.ndarray, real: np.ndarray | None, cfg: EvaluateCon
     precision_recall = precision_recall and min(len(fake), len(real)) > PRC_NEIGHBOURS  # k-NN radii need k + 1
     m = torch_fidelity.calculate_metrics(
         input1=_Uint8Images(fake), input2=_Uint8Images(real), fid=True, isc=True, kid=True,
-        prc=precision_recall, prc_neighborhood=PRC_NEIGHBOURS, kid_subset_size=kid_subset, isc_splits=isc_splits(len(fake)),
-        batch_size=cfg.batch_size, cuda=torch.cuda.is_available(),
+        prc=precision_recall, prc_neighborhood=PRC_NEIGHBOURS, kid_subset_size=kid_subset,
+        isc_splits=isc_splits(len(fake)), batch_size=cfg.batch_size, cuda=torch.cuda.is_available(),
         feature_extractor=extractor, feature_extractor_weights_path=weights, cache=False,
         verbose=False, save_cpu_ram=True,
     )
