@@ -38,6 +38,14 @@ def _common(p: argparse.ArgumentParser, variant: bool = False) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
 
 
+def _pairs(values: list[str], flag: str, form: str) -> dict[str, str]:
+    """A repeatable ``flag``'s NAME=VALUE arguments as a dict; one without '=' is an error."""
+    bad = [v for v in values if "=" not in v]
+    if bad:
+        raise ValueError(f"{flag} takes {form}, got {' '.join(bad)}")
+    return dict(v.split("=", 1) for v in values)
+
+
 def _stamped(path: str, out: dict, args, cfg) -> None:
     """Write a stage's result with the provenance of this command."""
     prov = provenance(args.preset, cfg.data.dataset, getattr(args, "variant", None))
@@ -140,10 +148,7 @@ def cmd_likelihood(args, cfg) -> dict:
 def cmd_noise_floor(args, cfg) -> dict:
     from heptapod.evaluation.stage import noise_floor
 
-    bad = [t for t in args.tokenizer if "=" not in t]
-    if bad:
-        raise ValueError(f"--tokenizer takes KIND=CHECKPOINT, got {' '.join(bad)}")
-    tokenizers = dict(t.split("=", 1) for t in args.tokenizer)
+    tokenizers = _pairs(args.tokenizer, "--tokenizer", "KIND=CHECKPOINT")
     out = noise_floor(cfg, args.train, args.real, args.classifier, tokenizers)
     _stamped(args.out, out, args, cfg)
     return {str(k): v["fid_sd"] for k, v in out["by_count"].items()}
@@ -153,7 +158,7 @@ def cmd_speed(args, cfg) -> dict:
     from heptapod.evaluation.speed import family_fid_noise, speed_curve, write_speed
     from heptapod.evaluation.stage import reference_images
 
-    baselines = dict(b.split("=", 1) for b in args.baseline)
+    baselines = _pairs(args.baseline, "--baseline", "NAME=MODEL")
     noise = family_fid_noise(args.noise_from) if args.noise_from else {}
     result = speed_curve(cfg, args.model, baselines, args.tokenizer, reference_images(cfg, args.real),
                          args.classifier, noise)
@@ -326,11 +331,12 @@ def cmd_model_params(args, cfg) -> dict:
 
 def cmd_status(args, cfg) -> dict:
     from heptapod.config import longer_links
-    from heptapod.status import preset_status, status_text, total_text
+    from heptapod.status import measured_speeds, preset_status, status_text, total_text
 
     params = load_params(args.params)
+    speeds = measured_speeds(params)  # read every preset's logs once
     # a preset's doubling chain trains after it (scripts/reference_run.sh): its links too
-    rows = {p: preset_status(params, p) for p in [args.preset, *longer_links(params, args.preset)]}
+    rows = {p: preset_status(params, p, speeds) for p in [args.preset, *longer_links(params, args.preset)]}
     texts = [status_text(p, r) for p, r in rows.items()]
     if len(rows) > 1:
         texts.append(total_text([r for preset_rows in rows.values() for r in preset_rows]))

@@ -79,18 +79,25 @@ def run_status(params: dict, preset: str, run: str, now: float | None = None) ->
     return RunStatus(run, steps, int(records[-1]["step"]), "part-way", speed, idle, key)
 
 
-def preset_status(params: dict, preset: str) -> list[RunStatus]:
+def measured_speeds(params: dict) -> dict[str, float]:
+    """Steps/s by speed_key of every run of every preset that trains or trained here: a part-way
+    run's recent speed first, else a trained run's mean."""
+    speeds: dict[str, float] = {}
+    for preset in preset_names(params):
+        for r in _own_status(params, preset):
+            speed = r.steps_per_s or r.mean_steps_per_s
+            if speed and (r.steps_per_s or r.key not in speeds):
+                speeds[r.key] = speed
+    return speeds
+
+
+def preset_status(params: dict, preset: str, speeds: dict[str, float] | None = None) -> list[RunStatus]:
     """Every run the preset's 'ablations' target trains, in its families' order; a run without a
-    speed of its own is timed at the speed of a twin (same speed_key) from any preset."""
-    rows = _own_status(params, preset)
-    twins: dict[str, float] = {}
-    for other in preset_names(params):
-        for r in rows if other == preset else _own_status(params, other):
-            speed = r.steps_per_s or r.mean_steps_per_s  # a part-way run's recent speed first
-            if speed and (r.steps_per_s or r.key not in twins):
-                twins[r.key] = speed
-    return [dataclasses.replace(r, estimated_steps_per_s=twins.get(r.key)) if r.left_s is None else r
-            for r in rows]
+    speed of its own is timed at the speed of a twin (same speed_key) from any preset
+    (``speeds``: measured_speeds, taken once for several presets)."""
+    speeds = measured_speeds(params) if speeds is None else speeds
+    return [dataclasses.replace(r, estimated_steps_per_s=speeds.get(r.key)) if r.left_s is None else r
+            for r in _own_status(params, preset)]
 
 
 def _own_status(params: dict, preset: str) -> list[RunStatus]:

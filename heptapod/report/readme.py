@@ -11,7 +11,7 @@ from heptapod import paper
 from heptapod.config import Config
 from heptapod.provenance import provenance
 from heptapod.report.plots import plot_samples, plot_training
-from heptapod.report.runs import PER_IMAGE, RunFiles, run_rows
+from heptapod.report.runs import METRICS, PER_IMAGE, RunFiles, run_rows
 from heptapod.report.statements import convergence_line, noise_section
 from heptapod.report.tables import num, tokenizer_table
 from heptapod.utils.io import atomic_path, read_json, write_json, write_text
@@ -42,8 +42,7 @@ def write_report(preset: str, cfg: Config, files: dict[str, RunFiles], families:
                       classifier_test_accuracy=clf["test_accuracy"] if clf else None)
     write_json(out_dir / "metrics.json", {
         "provenance": prov,
-        "runs": {r["run"]: {k: num(r[k]) for k in ("fid", "is", "kid", "precision", "recall", "nll", "dloss",
-                                                        "params_M", "train_PFLOP")}
+        "runs": {r["run"]: {k: num(r[k]) for k in (*METRICS, "params_M", "train_PFLOP")}
                  for r in rows.to_dict("records")},
         "tokenizers": {k: {m: t[m] for m in ("rfid", "mse", "psnr")} for k, t in toks.items()},
     })

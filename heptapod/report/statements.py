@@ -210,14 +210,14 @@ def noise_section(floor: dict, rows: pd.DataFrame, extractor: str) -> str:
              f"{next(iter(floor['by_count'].values()))['draws']} draws at each sample count. The mean is "
              "what a perfect generator would score at that count; the SD is what two equal generators "
              "differ by.", "", "| samples | FID | IS | KID | precision | recall |", "|---|---|---|---|---|---|"]
-    nan = float("nan")
+    nan, scores = float("nan"), ("fid", "is", "kid", "precision", "recall")
     for count, f in floor["by_count"].items():
         lines.append(f"| {count} | " + " | ".join(
             pm(nan if f.get(m) is None else f[m], nan if f.get(f"{m}_sd") is None else f[f"{m}_sd"])
-            for m in ("fid", "is", "kid", "precision", "recall")) + " |")
+            for m in scores) + " |")
     for kind, t in floor.get("tokenized", {}).items():
-        lines.append(f"| {t['samples']}, through the {kind} tokenizer | " + " | ".join(
-            fmt(t[m]) for m in ("fid", "is", "kid", "precision", "recall")) + " |")
+        lines.append(f"| {t['samples']}, through the {kind} tokenizer | "
+                     + " | ".join(fmt(t[m]) for m in scores) + " |")
     if floor.get("tokenized"):
         lines += ["", "**Tokenizer ceiling** (the rows through a tokenizer): the first draw of real images, "
                   "encoded and decoded by the tokenizer the runs read, scored the same way: the best a "
