@@ -116,6 +116,9 @@ def test_smoke_ablations_end_to_end_then_cached(project):
     floor = json.loads((project / "results/evaluate/smoke/noise_floor.json").read_text())
     assert set(floor["tokenized"]) == {"vq", "kl"} and "through the kl tokenizer" in text
     assert all(t["fid"] > floor["by_count"]["20"]["fid"] for t in floor["tokenized"].values())
+    points = json.loads((report / "table1.json").read_text())["reference_points"]  # beside every family's runs
+    assert points["through the vq tokenizer (ceiling)"]["fid"] == floor["tokenized"]["vq"]["fid"]
+    assert "Reference points at 20 samples: real images (floor): FID " in (report / "table1.md").read_text()
     table1 = (report / "table1.csv").read_text()
     assert "± " in table1  # two seeds: mean ± SD
     # samples were drawn in 2 shards and merged; the headline run is exported for outside evaluators

@@ -76,7 +76,8 @@ def write_family(params: dict, preset: str, cfg: Config, family: str, files: dic
         table.to_csv(tmp, index=False)
     noise_line = (f"Noise used for the verdicts (seed SD from {source}; floor at {cfg.sample.num_samples} "
                   f"samples): " + "; ".join(f"{m.upper()}: {noise[m].describe()}" for m in ("fid", "nll")))
-    text = f"## {title}\n\n{statement}\n\n{noise_line}\n\n{markdown(table)}\n"
+    points_line, points = statements.reference_points(floor, cfg.sample.num_samples)
+    text = f"## {title}\n\n{statement}\n\n{noise_line}\n\n{points_line}\n\n{markdown(table)}\n"
     if family == "table2" and not any(paper_cols):
         ref = pd.DataFrame([{"model": k, "paper FID": v["fid"], "paper IS": v["is"]}
                             for k, v in {**paper.TABLE2, **paper.PEERS_TABLE2}.items()])
@@ -92,7 +93,7 @@ def write_family(params: dict, preset: str, cfg: Config, family: str, files: dic
     write_json(out_dir / f"{family}.json", {
         "family": family, "title": TITLES[family], "statement": statement, "verdict": verdict,
         "noise": {m: {"seed_sd": noise[m].seed_sd, "floor_sd": noise[m].floor_sd} for m in METRICS},
-        "rule": verdicts.RULE_TEXT, "variants": metrics,
+        "rule": verdicts.RULE_TEXT, "reference_points": points, "variants": metrics,
         "paper": {v: p for v, p in zip(agg["variant"], paper_cols) if p},
         "provenance": provenance(preset, cfg.data.dataset, feature_extractor=extractor),
     })

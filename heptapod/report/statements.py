@@ -202,6 +202,18 @@ def convergence_line(rows: pd.DataFrame) -> str:
             "`runs.csv` (`val_change_last_quarter`).")
 
 
+def reference_points(floor: dict, samples: int) -> tuple[str, dict]:
+    """Where a run's scores sit between real images (the floor's mean at the runs' sample count)
+    and real images through each tokenizer the runs read (its ceiling): a line and its data."""
+    at = (floor.get("by_count") or {}).get(str(samples), {})
+    points = {"real images (floor)": {m: at.get(m) for m in ("fid", "precision", "recall")},
+              **{f"through the {kind} tokenizer (ceiling)": {m: t[m] for m in ("fid", "precision", "recall")}
+                 for kind, t in (floor.get("tokenized") or {}).items()}}
+    text = "; ".join(f"{name}: FID {fmt(p['fid'])}, precision {fmt(p['precision'])}, recall {fmt(p['recall'])}"
+                     for name, p in points.items())
+    return f"Reference points at {samples} samples: {text}.", points
+
+
 def noise_section(floor: dict, rows: pd.DataFrame, extractor: str) -> str:
     """The metric's noise floor, the seed noise of the replicated variants, and the rule."""
     lines = ["## Noise and the decision rule", "",
