@@ -140,6 +140,9 @@ def total_text(rows: list[RunStatus]) -> str:
     """One line for several presets' runs (a preset and its doubling chain): the training time left."""
     timed = [r.left_s for r in rows if r.left_s]
     untimed = [r for r in rows if r.left_s is None]
+    if untimed and not timed:  # a fresh machine: nothing here to time the runs by
+        return (f"In all: {len(untimed)} runs to train, none timed yet (a run is timed by its own log, or by "
+                "a run of the same model and settings trained here).")
     line = (f"In all: {_duration(sum(timed))} of training left for one job at a time (divide by the jobs "
             "that run at once)")
     if untimed:

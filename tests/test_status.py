@@ -7,7 +7,7 @@ import pytest
 
 from heptapod import paths
 from heptapod.cli import main
-from heptapod.status import preset_status, status_text
+from heptapod.status import preset_status, status_text, total_text
 
 
 def write_log(path, records, torn=False):
@@ -81,3 +81,13 @@ def test_a_run_not_started_is_timed_at_the_speed_of_its_trained_twin(params, tmp
     text = status_text("smoke", list(by_run.values()))
     assert "~1 min" in text
     assert "for 1 more at the speed of a run of the same model and settings trained here" in text
+
+
+def test_a_fresh_folder_counts_its_runs_instead_of_timing_them(params, tmp_path, monkeypatch):
+    """With no log anywhere, no run has a speed: the total says how many runs are to train, not
+    '0 min left'."""
+    monkeypatch.chdir(tmp_path)
+    rows = preset_status(params, "smoke")
+    assert rows and all(r.left_s is None for r in rows)
+    assert total_text(rows) == (f"In all: {len(rows)} runs to train, none timed yet (a run is timed by its "
+                                "own log, or by a run of the same model and settings trained here).")
