@@ -36,13 +36,20 @@ def smoke_cfg(params):
 
 
 def make_latent_store(path: Path, n: int = 96, grid: int = 3, vocab: int = 16, classes: int = 4,
-                      chunk_rows: int = 32, seed: int = 0) -> Path:
+                      chunk_rows: int = 32, seed: int = 0, token_dim: int | None = None) -> Path:
+    """Random VQ codes, or with ``token_dim`` random KL posterior moments of that many channels."""
     rng = np.random.default_rng(seed)
-    write_arrays(path, "latents", {
-        "codes": rng.integers(0, vocab, size=(n, 2, grid, grid)).astype(np.int16),
-        "labels": rng.integers(0, classes, size=n).astype(np.int64),
-    }, {"grid_size": grid, "vocab_size": vocab, "num_classes": classes,
-        "tokenizer_sha256": "0" * 64, "tokenizer": "vq"}, chunk_rows=chunk_rows)
+    labels = rng.integers(0, classes, size=n).astype(np.int64)
+    if token_dim is None:
+        arrays = {"codes": rng.integers(0, vocab, size=(n, 2, grid, grid)).astype(np.int16), "labels": labels}
+        attrs = {"vocab_size": vocab, "tokenizer": "vq"}
+    else:  # mean, then log-variance, of each channel
+        moments = np.concatenate([rng.normal(size=(n, 2, token_dim, grid, grid)),
+                                  np.full((n, 2, token_dim, grid, grid), -4.0)], axis=2)
+        arrays = {"moments": moments.astype(np.float32), "labels": labels}
+        attrs = {"vocab_size": 0, "tokenizer": "kl", "token_dim": token_dim, "latent_scale": 1.0}
+    write_arrays(path, "latents", arrays, {"grid_size": grid, "num_classes": classes,
+                                           "tokenizer_sha256": "0" * 64, **attrs}, chunk_rows=chunk_rows)
     return path
 
 

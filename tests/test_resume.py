@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from heptapod.config import fingerprint
+from conftest import make_latent_store
+from heptapod.config import fingerprint, resolve
 from heptapod.train import load_generator, train
 from heptapod.utils.io import CheckpointError, load_checkpoint
 from heptapod.utils.training import check_finite
@@ -19,8 +20,14 @@ def cfg_for(smoke_cfg, steps=6):
     )
 
 
-def test_kill_and_resume_equals_straight_run(tmp_path, smoke_cfg, latent_store):
-    cfg = cfg_for(smoke_cfg)
+@pytest.mark.parametrize("variant", ["2d-random", "1d-random", "1d-raster", "w4-n16", "2d-random-kl"])
+def test_kill_and_resume_equals_straight_run(tmp_path, params, variant):
+    """Every head type (global 2D, 1D on random and raster orders, local window, DiffLoss on KL
+    latents) resumes bit for bit."""
+    cfg = cfg_for(resolve(params, "smoke", variant))
+    # 4x4: room for a 2x2 window; KL runs read posterior moments
+    token_dim = cfg.tokenizer.code_dim if cfg.model.tokens == "continuous" else None
+    latent_store = make_latent_store(tmp_path / "latents.h5", grid=4, token_dim=token_dim)
     train(cfg, latent_store, tmp_path / "straight")
     # stopped after step 3 (stopping writes a checkpoint), then resumed to the end
     train(cfg, latent_store, tmp_path / "resumed", max_steps=3)
