@@ -205,9 +205,9 @@ def convergence_line(rows: pd.DataFrame) -> str:
 def reference_points(floor: dict, samples: int) -> tuple[str, dict]:
     """Where a run's scores sit between real images (the floor's mean at the runs' sample count)
     and real images through each tokenizer the runs read (its ceiling): a line and its data."""
-    at = (floor.get("by_count") or {}).get(str(samples), {})
-    points = {"real images (floor)": {m: at.get(m) for m in ("fid", "precision", "recall")},
-              **{f"through the {kind} tokenizer (ceiling)": {m: t[m] for m in ("fid", "precision", "recall")}
+    at, scores = (floor.get("by_count") or {}).get(str(samples), {}), ("fid", "precision", "recall")
+    points = {"real images (floor)": {m: at.get(m) for m in scores},
+              **{f"through the {kind} tokenizer (ceiling)": {m: t[m] for m in scores}
                  for kind, t in (floor.get("tokenized") or {}).items()}}
     text = "; ".join(f"{name}: FID {fmt(p['fid'])}, precision {fmt(p['precision'])}, recall {fmt(p['recall'])}"
                      for name, p in points.items())
