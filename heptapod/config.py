@@ -247,11 +247,14 @@ class WorkflowConfig:
         return list(variants)
 
     def noise_runs(self, family: str) -> list[str]:
-        """Runs whose seed replicates give a family its seed noise when it has none of its own:
-        Table 1's, when the preset trains them with several seeds."""
-        if family == "table1" or self.seeds < 2 or any("@" in r for r in self.family_runs(family)):
+        """Table 1's runs, read beside a family's own where the preset trains them with several
+        seeds: their seed replicates judge a family that has none of its own, and Fig. 8 sets its
+        densest run against Table 1's 1D model on random orders whether it has replicates or not."""
+        if family == "table1" or self.seeds < 2:
             return []
-        return self.family_runs("table1")
+        if family == "fig8" or not any("@" in r for r in self.family_runs(family)):
+            return self.family_runs("table1")
+        return []
 
     def families(self) -> dict[str, list[str]]:
         """Family -> its runs, for the families this preset lists any run in."""

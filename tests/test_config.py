@@ -26,6 +26,18 @@ def test_seeded_runs_shift_the_seeds(params):
         resolve(params, "smoke", "1d-raster@x")
 
 
+def test_table1_runs_are_read_beside_families_that_need_them(params):
+    table1 = resolve(params, "reference").workflow.family_runs("table1")
+    wf = resolve(params, "reference").workflow
+    # Table 4 has seed replicates of its own: it is judged by them alone
+    assert wf.noise_runs("table4") == [] and wf.noise_runs("table1") == []
+    # Fig. 8 has them too, but sets its densest run against Table 1's 1D-random seeds
+    assert "n8@1" in wf.family_runs("fig8") and wf.noise_runs("fig8") == table1
+    # the default's families have no replicates: Table 1's seeds judge them all
+    default = resolve(params, "default").workflow
+    assert default.noise_runs("table4") == default.family_runs("table1") == default.noise_runs("fig8")
+
+
 def test_shared_runs_are_listed_once(params):
     runs = resolve(params, "default").workflow.runs()
     assert len(runs) == len(set(runs)) and runs.count("2d-random") == 1
