@@ -231,6 +231,11 @@ def cmd_stability(args, cfg) -> dict:
     if key and not getattr(cfg.workflow, key):
         raise ConfigError(f"preset '{args.preset}' sets no workflow.{key}: nothing to compare with")
     families = list(cfg.workflow.families())
+    if args.families:  # part of the report, e.g. one family rerun on its own
+        if unknown := [f for f in args.families if f not in families]:
+            raise ConfigError(f"--families: preset '{args.preset}' has no family {', '.join(unknown)} "
+                              f"(its families: {', '.join(families)})")
+        families = args.families
     extractor = None
     if args.runs:
         files = (args.first_metrics, args.second_metrics, args.first_extractor)
@@ -490,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "machine: the same preset's report from another machine (e.g. a copy of the committed one)")
     p.add_argument("--first", required=True, help="report folder of the preset rerun (workflow.rerun_of)")
     p.add_argument("--second", required=True, help="report folder of the rerun")
+    p.add_argument("--families", nargs="+", default=None,
+                   help="compare only these families (default: every family of the preset)")
     p.add_argument("--runs", nargs="+", default=None,
                    help="the rerun's runs, to split each FID move into extractor and generator (with the next three)")
     p.add_argument("--first-metrics", nargs="+", help="each run's metrics.json in the first run")

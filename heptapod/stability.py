@@ -75,12 +75,16 @@ INTROS = {
 }
 
 
-def _provenance_line(label: str, folder: Path, family: dict) -> str:
-    """Which commit wrote the report and which commits its runs were evaluated at (``runs.csv``)."""
-    rows = list(csv.DictReader((folder / "runs.csv").open())) if (folder / "runs.csv").exists() else []
+def _provenance_line(label: str, folder: Path, families: list[dict]) -> str:
+    """Which commit wrote the report and which commits its runs were evaluated at: from the family
+    pages where each names its runs' (newer pages), else from the report's ``runs.csv``."""
+    if all("runs" in f for f in families):
+        rows = [r for f in families for r in f["runs"].values()]
+    else:
+        rows = list(csv.DictReader((folder / "runs.csv").open())) if (folder / "runs.csv").exists() else []
     evaluated = sorted({r["commit"] for r in rows})
     machines = sorted({r["machine"] for r in rows if r.get("machine", "unknown") != "unknown"})
-    prov = family.get("provenance", {})
+    prov = families[0].get("provenance", {})
     return (f"- {label} (`{folder.name}`): report written at `{prov.get('commit', '?')}`"
             + (f", runs evaluated at {', '.join(f'`{c}`' for c in evaluated)}" if evaluated else "")
             + (f", trained on {'; '.join(machines)}" if machines else ""))
@@ -136,8 +140,9 @@ def stability_report(first_dir: str | Path, second_dir: str | Path, families: li
     # the runs may differ in commit and machine too, so say which made each
     same_data = kind != "dataset"
     if same_data:
-        a, b = reports[families[0]]
-        lines += [_provenance_line(first, first_dir, a), _provenance_line(second, second_dir, b), ""]
+        pages = list(zip(*reports.values()))
+        lines += [_provenance_line(first, first_dir, list(pages[0])),
+                  _provenance_line(second, second_dir, list(pages[1])), ""]
     lines += [f"| family | comparison | {first} | {second} | holds |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {k} | {v['first']} | {v['second']} | {'yes' if v['holds'] else '**no**'} |"
               for f, k, v in rows]

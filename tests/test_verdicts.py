@@ -100,6 +100,14 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
     assert "Does another machine reproduce the report?" in text and "| first machine | second machine |" in text
     assert "- first machine (`first`): report written at `c1`, runs evaluated at `e0`, `e1`, trained on Xeon (AVX512)\n" in text
     assert "- second machine (`second`): report written at `c2`\n" in text  # no runs.csv: no run commits to name
+    # a page that names its own runs' commits and machines is read before the report's runs.csv,
+    # which may be older than a family rerun on its own
+    page = family("within noise", 41.5, "c2") | {"runs": {"a": {"commit": "e2", "machine": "EPYC (AVX512)"}}}
+    (tmp_path / "second" / "table1.json").write_text(json.dumps(page))
+    (tmp_path / "second" / "runs.csv").write_text("run,commit,machine\na,old,Xeon (AVX512)\n")
+    stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "m.json", "machine")
+    assert "- second machine (`second`): report written at `c2`, runs evaluated at `e2`, trained on EPYC (AVX512)\n" \
+        in out.read_text()
     # the same comparison between two data sets' reports, worded as such, without moves (other scales)
     res = stability_report(tmp_path / "first", tmp_path / "second", ["table1"], out, tmp_path / "d.json", "dataset")
     text = out.read_text()
@@ -115,6 +123,25 @@ def test_stability_report_says_which_verdicts_hold(tmp_path):
     assert "generator side 1.25, extractor 2 (the first report's FID seed SD: 0.5)." in text
     assert json.loads((tmp_path / "e.json").read_text())["extractor_split"]["median_abs"] == {
         "by_extractor": 2.0, "by_generator": 1.25}
+
+
+def test_stability_compares_the_families_asked_for_and_names_an_unknown_one(tmp_path, capsys):
+    import json
+
+    from heptapod.cli import main
+
+    for name, verdict in (("first", "agrees"), ("second", "disagrees")):
+        (tmp_path / name).mkdir()
+        page = {"verdict": {"fid": verdict}, "provenance": {"commit": name}, "noise": {},
+                "variants": {"a": {"fid": 40.0, "nll": None}}}
+        (tmp_path / name / "table1.json").write_text(json.dumps(page))  # no other family's page
+    args = ["stability", "--preset", "reference", "--kind", "machine", "--first", str(tmp_path / "first"),
+            "--second", str(tmp_path / "second"), "--out", str(tmp_path / "machine.md")]
+    assert main([*args, "--families", "table1"]) == 0
+    result = json.loads((tmp_path / "machine.json").read_text())
+    assert set(result["families"]) == {"table1"} and result["held"] == 0
+    assert main([*args, "--families", "table9"]) == 2
+    assert "--families: preset 'reference' has no family table9" in capsys.readouterr().err
 
 
 def test_margin_trend_says_whether_a_gap_closes_over_the_last_quarter():

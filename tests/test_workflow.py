@@ -117,6 +117,10 @@ def test_smoke_ablations_end_to_end_then_cached(project):
     assert set(floor["tokenized"]) == {"vq", "kl"} and "through the kl tokenizer" in text
     assert all(t["fid"] > floor["by_count"]["20"]["fid"] for t in floor["tokenized"].values())
     points = json.loads((report / "table1.json").read_text())["reference_points"]  # beside every family's runs
+    # each page names the commit that scored each of its runs and where it was trained
+    runs = json.loads((report / "table1.json").read_text())["runs"]
+    assert set(runs) == {f"{v}@1" if s else v for v in ("1d-raster", "1d-random", "2d-random") for s in (0, 1)}
+    assert all(set(r) == {"commit", "machine"} and r["machine"] != "unknown" for r in runs.values())
     assert points["through the vq tokenizer (ceiling)"]["fid"] == floor["tokenized"]["vq"]["fid"]
     assert "Reference points at 20 samples: real images (floor): FID " in (report / "table1.md").read_text()
     table1 = (report / "table1.csv").read_text()

@@ -95,6 +95,9 @@ def write_family(params: dict, preset: str, cfg: Config, family: str, files: dic
         "noise": {m: {"seed_sd": noise[m].seed_sd, "floor_sd": noise[m].floor_sd} for m in METRICS},
         "rule": verdicts.RULE_TEXT, "reference_points": points, "variants": metrics,
         "paper": {v: p for v, p in zip(agg["variant"], paper_cols) if p},
+        # which code scored each run and where it was trained: the page's own, for comparing it with
+        # a rerun of this family alone (the preset's runs.csv is the whole report's, maybe older)
+        "runs": {r["run"]: {"commit": r["commit"], "machine": r["machine"]} for r in rows.to_dict("records")},
         "provenance": provenance(preset, cfg.data.dataset, feature_extractor=extractor),
     })
     return {"family": family, "runs": len(files)}
