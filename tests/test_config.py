@@ -27,8 +27,8 @@ def test_seeded_runs_shift_the_seeds(params):
 
 
 def test_table1_runs_are_read_beside_families_that_need_them(params):
-    table1 = resolve(params, "reference").workflow.family_runs("table1")
     wf = resolve(params, "reference").workflow
+    table1 = wf.family_runs("table1")
     # Table 4 has seed replicates of its own: it is judged by them alone
     assert wf.noise_runs("table4") == [] and wf.noise_runs("table1") == []
     # Fig. 8 has them too, but sets its densest run against Table 1's 1D-random seeds

@@ -115,11 +115,12 @@ def test_smoke_ablations_end_to_end_then_cached(project):
     floor = json.loads((project / "results/evaluate/smoke/noise_floor.json").read_text())
     assert set(floor["tokenized"]) == {"vq", "kl"} and "through the kl tokenizer" in text
     assert all(t["fid"] > floor["by_count"]["20"]["fid"] for t in floor["tokenized"].values())
-    points = json.loads((report / "table1.json").read_text())["reference_points"]  # beside every family's runs
+    page = json.loads((report / "table1.json").read_text())
+    points = page["reference_points"]  # beside every family's runs
     # each page names the commit that scored each of its runs and where it was trained
-    runs = json.loads((report / "table1.json").read_text())["runs"]
-    table1 = resolve(load_params(project / "params.yaml"), "smoke").workflow.family_runs("table1")
-    assert set(runs) == set(table1) and "2d-random@1" in runs
+    runs = page["runs"]
+    table1_runs = resolve(load_params(project / "params.yaml"), "smoke").workflow.family_runs("table1")
+    assert set(runs) == set(table1_runs) and "2d-random@1" in runs
     assert all(set(r) == {"commit", "machine"} and r["machine"] != "unknown" for r in runs.values())
     assert points["through the vq tokenizer (ceiling)"]["fid"] == floor["tokenized"]["vq"]["fid"]
     assert "Reference points at 20 samples: real images (floor): FID " in (report / "table1.md").read_text()
