@@ -349,6 +349,29 @@ def cmd_status(args, cfg) -> dict:
     return {}
 
 
+def cmd_record(args, cfg) -> dict:
+    from heptapod import paths
+    from heptapod.records import up_to_date, write_record
+
+    params = load_params(args.params)
+    runs = args.runs or [r for r in cfg.workflow.runs() if paths.eval_metrics.of(args.preset, r).is_file()]
+    if unknown := [r for r in runs if r not in cfg.workflow.runs()]:
+        raise ConfigError(f"preset '{args.preset}' trains no run {', '.join(unknown)} "
+                          f"(its runs: {', '.join(cfg.workflow.runs())})")
+    if not runs:
+        print(f"preset '{args.preset}' has no scored run to record yet")
+    recorded = []
+    for run in runs:
+        out, run_cfg = paths.record_dir.of(args.preset, run), resolve(params, args.preset, run)
+        if up_to_date(run_cfg, args.preset, run, out):
+            print(f"{run}: already recorded in {out}")
+            continue
+        write_record(run_cfg, args.preset, run, out)
+        recorded.append(run)
+        print(f"recorded {run} -> {out}")
+    return {"recorded": recorded}
+
+
 def cmd_params(args, cfg) -> dict:
     print(json.dumps(dataclasses.asdict(cfg), indent=2))
     return {}
@@ -555,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("params", cmd_params, "print the resolved parameters of a preset/variant", variant=True)
     add("status", cmd_status, "where a preset's runs stand, and those of its doubling chain: trained, part-way "
         "(steps, speed, time left) or not started; read from the files the pipeline writes")
+    p = add("record", cmd_record, "keep a preset's scored runs as records in results/records/<preset>/ (the "
+            "files its pages read), for workflow.records to use in place of retraining them")
+    p.add_argument("--runs", nargs="*", default=None, help="runs to record (default: every scored run)")
     p = add("model-params", cmd_model_params, "per-module parameter table of a preset's generator "
             "(meta device: no memory needed)", variant=True)
     p.add_argument("--num-classes", type=int, default=1000, help="class count (default 1000, ImageNet)")

@@ -238,6 +238,9 @@ class WorkflowConfig:
                                   "says which verdicts hold on both (null: none).")
     longer_of: str | None = _doc("Preset whose runs this one trains again with a longer schedule; the "
                                  "'convergence' target says how far each run and each verdict moved (null: none).")
+    records: bool = _doc("Let a run's committed record (results/records/<preset>/<run>/, written by `heptapod "
+                         "record`) stand in for training, sampling and scoring it in the family pages and the "
+                         "report, where it was written under the run's present parameters; false: train every run.")
 
     def family_runs(self, family: str) -> list[str]:
         """Runs of one family (a key of FAMILIES); Table 1 variants once per seed."""

@@ -67,6 +67,9 @@ likelihood = Pattern(RESULTS + "/evaluate/{preset}/{variant}/likelihood.json")
 progress = Pattern(RESULTS + "/evaluate/{preset}/{variant}/progress.json")
 noise_floor = Pattern(RESULTS + "/evaluate/{preset}/noise_floor.json")
 
+# a finished run's files that reports read, kept in the repository (heptapod.records)
+record_dir = Pattern(RESULTS + "/records/{preset}/{variant}")
+
 report_dir = Pattern(RESULTS + "/report/{preset}")
 family_report = Pattern(report_dir + "/{family}.{ext}")
 report_file = Pattern(report_dir + "/{name}")

@@ -1,5 +1,6 @@
 """Where a preset's runs stand (``heptapod status``): for presets that train for hours, which
-runs are trained, which are part-way and how far, which are scored, and the training time left
+runs are trained, which are part-way and how far, which are scored (or recorded: a committed
+record stands in for them, ``heptapod.records``), and the training time left
 at each part-way run's own recent speed, or, for a run not started yet, at the speed of a run of
 the same model and training settings that has trained here (another seed, or a doubling link's
 shorter budget). Read-only: it reads the files the pipeline writes (the
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from heptapod import paths
 from heptapod.config import Config, fingerprint, preset_names, resolve
+from heptapod.records import matching_record
 from heptapod.utils.training import log_lines, running_log
 
 RECENT = 10  # log records the recent speed is taken over (25 steps each in the long presets)
@@ -25,7 +27,7 @@ class RunStatus:
     run: str
     steps: int  # of its schedule
     done: int  # last logged step (0: not started)
-    state: str  # 'not started' | 'part-way' | 'trained' | 'scored'
+    state: str  # 'not started' | 'part-way' | 'trained' | 'scored' | 'recorded' (a committed record stands in)
     steps_per_s: float | None  # over its last RECENT log records
     idle_s: float | None  # since its log last grew (a part-way run that is not training grows none)
     key: str = ""  # what sets its time per step (speed_key)
@@ -36,7 +38,7 @@ class RunStatus:
     def left_s(self) -> float | None:
         """Training seconds left at its recent speed, else at a twin's (0 once trained; None: no
         speed known)."""
-        if self.state in ("trained", "scored"):
+        if self.state in ("trained", "scored", "recorded"):
             return 0.0
         speed = self.steps_per_s or self.estimated_steps_per_s
         return (self.steps - self.done) / speed if speed else None
@@ -71,6 +73,8 @@ def run_status(params: dict, preset: str, run: str, now: float | None = None) ->
         mean = last["step"] / last["elapsed_s"] if last.get("elapsed_s") else None
         return RunStatus(run, steps, steps, state, None, None, key, mean)
     if not running.is_file() or not (records := log_records(running)):
+        if cfg.workflow.records and matching_record(cfg, paths.record_dir.of(preset, run)):
+            return RunStatus(run, steps, steps, "recorded", None, None, key)
         return RunStatus(run, steps, 0, "not started", None, None, key)
     recent = records[-RECENT - 1:]
     seconds = recent[-1]["elapsed_s"] - recent[0]["elapsed_s"]
@@ -118,7 +122,7 @@ def status_text(preset: str, rows: list[RunStatus]) -> str:
         idle = f"{_duration(r.idle_s)} ago" if r.idle_s is not None else ""
         left = "" if r.left_s == 0 else ("~" if r.estimated else "") + _duration(r.left_s)
         lines.append(f"{r.run:<18} {r.state:<12} {f'{r.done}/{r.steps}':>13} {speed:>8} {left:>8}  {idle}".rstrip())
-    count = {s: sum(r.state == s for r in rows) for s in ("scored", "trained", "part-way", "not started")}
+    count = {s: sum(r.state == s for r in rows) for s in ("scored", "recorded", "trained", "part-way", "not started")}
     timed = [r for r in rows if r.steps_per_s and r.left_s]
     estimated = [r for r in rows if r.estimated]
     untimed = [r for r in rows if r.left_s is None]

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from heptapod import paths
 from heptapod.config import (CURVE_FAMILIES, Config, RuleResources, coerce_strings, fingerprint, longer_chain,
                              resolve, tokenizer_kind, validate_params)
+from heptapod.records import matching_record, pipeline_files
 from heptapod.utils.io import write_text
 
 # Where the resolved configurations go (Snakemake's own folder: ignored, not a result).
@@ -50,6 +51,7 @@ class Pipeline:
         self.params = params
         self.cores = cores
         self._configs: dict[tuple[str, str | None], Config] = {}
+        self._records: dict[tuple[str, str], dict[str, Path] | None] = {}
 
     # ------------------------------------------------------------------ configuration
     def config(self, preset: str, variant: str | None = None) -> Config:
@@ -185,22 +187,34 @@ class Pipeline:
     def family_inputs(self, w) -> dict[str, list[Path]]:
         named = self.family_runs(w)
         scored = list(dict.fromkeys(named["runs"] + named["noise_runs"]))
+        curves = named["runs"] if w.family in CURVE_FAMILIES else []
         inputs = {
             **self.run_file_inputs(w.preset, scored),
             "floor": [paths.noise_floor.of(w.preset)],
-            "progress": [paths.progress.of(w.preset, r) for r in named["runs"] if w.family in CURVE_FAMILIES],
+            "progress": [self.run_file(w.preset, r, "progress") for r in curves],
         }
         if w.family == "table2":  # the headline runs' samples, also in the formats of the field
             inputs["export"] = [paths.samples_npz.of(w.preset, r) for r in named["runs"]]
         return inputs
 
-    @staticmethod
-    def run_file_inputs(preset: str, runs: list[str]) -> dict[str, list[Path]]:
+    def run_file(self, preset: str, run: str, kind: str) -> Path:
+        """One file a report reads about a run (a key of ``records.RECORD_FILES``): from the run's
+        committed record where the preset uses records and one matches the run's parameters, else
+        the pipeline's own, which Snakemake then trains, samples and scores the run for."""
+        key = (preset, run)
+        if key not in self._records:
+            folder = paths.record_dir.of(preset, run)
+            self._records[key] = matching_record(self.config(preset, run), folder) \
+                if self.config(preset).workflow.records else None
+        if self._records[key] and kind in self._records[key]:
+            return self._records[key][kind]
+        return pipeline_files(self.config(preset), preset, run, all_kinds=True)[kind]
+
+    def run_file_inputs(self, preset: str, runs: list[str]) -> dict[str, list[Path]]:
         """The files of each run a report reads (``heptapod.report.runs.RunFiles``), in run order."""
-        return {"metrics": [paths.eval_metrics.of(preset, r) for r in runs],
-                "likelihood": [paths.likelihood.of(preset, r) for r in runs],
-                "models": [paths.model.of(preset, r) for r in runs],
-                "logs": [paths.train_log.of(preset, r) for r in runs]}
+        return {flag: [self.run_file(preset, r, kind) for r in runs]
+                for flag, kind in (("metrics", "metrics"), ("likelihood", "likelihood"), ("models", "model"),
+                                   ("logs", "log"))}
 
     def report_runs(self, w) -> list[str]:
         return self.config(w.preset).workflow.runs()
@@ -212,7 +226,7 @@ class Pipeline:
         families = [f for f in cfg.workflow.families() if cfg.workflow.family_runs(f)]
         return {
             **self.run_file_inputs(w.preset, runs),
-            "grids": [paths.sample_grid.of(w.preset, r) for r in runs],
+            "grids": [self.run_file(w.preset, r, "grid") for r in runs],
             "families": [paths.family_report.of(w.preset, f, "json") for f in families],
             "family_files": [p for f in families for p in self.family_outputs(w.preset, f)],
             "floor": [paths.noise_floor.of(w.preset)],

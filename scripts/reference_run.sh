@@ -14,10 +14,16 @@ SNAKEMAKE=(.venv/bin/snakemake --rerun-triggers mtime params input --cores all) 
 CONFIG=(--config preset=reference)  # last: --config takes every word after it
 # a killed run leaves Snakemake's lock behind; nothing else may be running on this folder
 "${SNAKEMAKE[@]}" --unlock "${CONFIG[@]}" >/dev/null 2>&1 || true
+# Every scored run is kept as a record (results/records/reference/<run>/: its scores, log and
+# summary, not its checkpoint); committed, the pages read it on any machine instead of retraining
+# the run (workflow.records). Runs scored by an interrupted call are recorded at the next start.
+record() { .venv/bin/python -m heptapod record --preset reference 2>&1 | grep -v "already recorded" || true; }
 echo "reference run: started ($(date -u +%FT%TZ))"
+record
 # 1. Table 1 (3 seeds) and Fig. 8 (n = 1, 2, 4, 8; 2 seeds): order and supervision density, the
 #    paper's central claims.
 "${SNAKEMAKE[@]}" table1 fig8 --prioritize table1 "${CONFIG[@]}"
+record
 # 2. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
 #    with the one before and judged by the reference's noise: has the ranking stopped moving?
 #    The links are the presets whose workflow.longer_of chain leads to `reference`, shortest first.
@@ -33,5 +39,6 @@ done
 # 3. The other families (Table 4, Fig. 7, Fig. 6), the whole report and what the models do inside
 #    (analysis/: its similarity maps set Fig. 6's KL run beside Table 1's, so they wait for it).
 "${SNAKEMAKE[@]}" table4 fig7 fig6 ablations analysis --prioritize analysis "${CONFIG[@]}"
+record
 echo "reference run: done ($(date -u +%FT%TZ)); report in results/report/reference/, doubling tests in" \
      "results/report/{${chain// /,}}/convergence.md"

@@ -135,6 +135,34 @@ def test_smoke_ablations_end_to_end_then_cached(project):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def test_recorded_runs_stand_in_for_training_in_a_fresh_clone(project, tmp_path):
+    """`heptapod record` keeps what a page reads of each scored run; a fresh clone with
+    workflow.records on builds the page from the records without training a run, to the same
+    numbers and provenance, and trains a run again once its parameters differ from its record's."""
+    cfg = resolve(load_params(project / "params.yaml"), "smoke")
+    runs = cfg.workflow.family_runs("table4") + cfg.workflow.noise_runs("table4")
+    subprocess.run([sys.executable, "-m", "heptapod", "record", "--params", "params.yaml", "--preset", "smoke",
+                    "--runs", *runs], cwd=project, check=True, capture_output=True)
+    record = project / "results/records/smoke/depth-2-1"
+    assert {p.name for p in record.iterdir()} == {"metrics.json", "likelihood.json", "model.json", "log.jsonl",
+                                                   "grid.png", "record.json"}
+    clone = copy_workflow(tmp_path)
+    shutil.copytree(project / "results/records", clone / "results/records")
+    records_on = {"presets": {"smoke": {"workflow": {"records": True}}}}
+    (tmp_path / "on.yaml").write_text(json.dumps(records_on))
+    on = ["--configfile", "on.yaml", "--config", "preset=smoke"]
+    plan = snakemake(clone, "-n", "table4", *on).stdout
+    assert "rule train:" not in plan and "rule sample:" not in plan and "results/records/smoke/depth-2-1" in plan
+    snakemake(clone, "table4", *on)
+    built, original = (json.loads((p / "results/report/smoke/table4.json").read_text()) for p in (clone, project))
+    assert built["variants"] == original["variants"] and built["verdict"] == original["verdict"]
+    assert built["runs"] == original["runs"]  # each run named with the commit and machine that made it
+    # another sampling temperature: the records no longer describe these runs, which train again
+    records_on["presets"]["smoke"]["sample"] = {"temperature": 0.9}
+    (tmp_path / "on.yaml").write_text(json.dumps(records_on))
+    assert "results/train/smoke/depth-2-1/model.pt" in snakemake(clone, "-n", "table4", *on).stdout
+
+
 def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     """A preset that trains another's Table 1 runs twice as long (workflow.longer_of): the
     'convergence' target sets each run beside its namesake, paired over the same held-out tokens,
@@ -452,7 +480,7 @@ def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_pat
         "bench-scale": ["--batches", "2", "--steps", "1", "--positions", "--out", out + ".json"],
         "analyze": ["--name", "attention", "--runs", "2d-random", "--models", run + "/model.pt", "--latents",
                     lat + "test.h5", "--out-dir", out],
-        "schema": [], "params": [], "model-params": [], "status": [],
+        "schema": [], "params": [], "model-params": [], "status": [], "record": [],
     }
     commands = build_parser()._subparsers._group_actions[0].choices
     assert set(required) == set(commands)  # a new subcommand gets a line here

@@ -10,7 +10,8 @@ import pandas as pd
 
 from heptapod import paper
 from heptapod.config import split_run
-from heptapod.utils.io import load_checkpoint, read_json
+from heptapod.records import model_summary
+from heptapod.utils.io import read_json
 from heptapod.utils.training import read_log
 
 METRICS = ("fid", "is", "kid", "precision", "recall", "nll", "dloss")
@@ -24,7 +25,7 @@ class RunFiles:
 
     metrics: Path  # FID / IS / KID of its samples
     likelihood: Path  # held-out NLL (or validation diffusion loss)
-    model: Path  # the final checkpoint: spec, steps, FLOPs
+    model: Path  # the final checkpoint (or a record's summary of it): spec, steps, FLOPs
     log: Path  # the training log, with the validation points
     progress: Path | None = None  # FID of its snapshots
     grid: Path | None = None  # its sample grid
@@ -48,7 +49,7 @@ def run_row(run: str, files: RunFiles) -> dict:
     """Everything a table needs about one run, read from its files."""
     metrics = read_json(files.metrics)
     lik = read_json(files.likelihood)
-    ckpt = load_checkpoint(files.model, "generator")
+    ckpt = model_summary(files.model)
     spec = ckpt["spec"]
     log = read_log(files.log)
     val = [r for r in log if "val_nll_bits" in r or "val_diffusion_loss" in r]
