@@ -351,15 +351,23 @@ def cmd_status(args, cfg) -> dict:
 
 def cmd_record(args, cfg) -> dict:
     from heptapod import paths
-    from heptapod.records import up_to_date, write_record
+    from heptapod.records import pipeline_files, up_to_date, write_record
 
     params = load_params(args.params)
-    runs = args.runs or [r for r in cfg.workflow.runs() if paths.eval_metrics.of(args.preset, r).is_file()]
-    if unknown := [r for r in runs if r not in cfg.workflow.runs()]:
+    if unknown := [r for r in args.runs or [] if r not in cfg.workflow.runs()]:
         raise ConfigError(f"preset '{args.preset}' trains no run {', '.join(unknown)} "
                           f"(its runs: {', '.join(cfg.workflow.runs())})")
-    if not runs:
-        print(f"preset '{args.preset}' has no scored run to record yet")
+    runs = args.runs
+    if not runs:  # every run with all its files; a run scored without its FID curve yet is named
+        runs = []
+        for run in cfg.workflow.runs():
+            missing = [p for p in pipeline_files(cfg, args.preset, run).values() if not p.is_file()]
+            if not missing:
+                runs.append(run)
+            elif paths.eval_metrics.of(args.preset, run).is_file():
+                print(f"{run}: not recorded, scored without {', '.join(map(str, missing))}")
+        if not runs:
+            print(f"preset '{args.preset}' has no scored run to record yet")
     recorded = []
     for run in runs:
         out, run_cfg = paths.record_dir.of(args.preset, run), resolve(params, args.preset, run)

@@ -2,8 +2,10 @@
 
 import copy
 import json
+import shutil
 
 import pytest
+from conftest import ROOT
 
 from heptapod import paths
 from heptapod.config import ConfigError, resolve
@@ -121,3 +123,21 @@ def test_record_command_takes_the_preset_runs_only(capsys):
 
     assert main(["record", "--preset", "smoke", "--runs", "no-such-run"]) == 2
     assert "preset 'smoke' trains no run no-such-run" in capsys.readouterr().err
+
+
+def test_record_command_records_every_complete_run_and_names_the_others(params, tmp_path, monkeypatch, capsys):
+    """Without --runs: every run with all its files; a run scored before its FID-vs-training points
+    (a seed replicate another family reads) is named and left out, not half recorded."""
+    from heptapod.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    score_run(resolve(params, "smoke", RUN))
+    score_run(resolve(params, "smoke", "2d-random"), run="2d-random")  # Fig. 8's: no progress.json yet
+    assert main(["record", "--preset", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert f"recorded {RUN}" in out and "2d-random: not recorded, scored without" in out and "progress.json" in out
+    assert (paths.record_dir.of("smoke", RUN) / STAMP).is_file()
+    assert not paths.record_dir.of("smoke", "2d-random").exists()
+    assert main(["record", "--preset", "smoke"]) == 0  # nothing new: the record is left as it was
+    assert f"{RUN}: already recorded" in capsys.readouterr().out
