@@ -16,7 +16,7 @@ from pathlib import Path
 
 from heptapod import paths
 from heptapod.config import Config, fingerprint, preset_names, resolve
-from heptapod.records import matching_record
+from heptapod.records import matching_record, read_stamp
 from heptapod.utils.training import log_lines, running_log
 
 RECENT = 10  # log records the recent speed is taken over (25 steps each in the long presets)
@@ -27,7 +27,9 @@ class RunStatus:
     run: str
     steps: int  # of its schedule
     done: int  # last logged step (0: not started)
-    state: str  # 'not started' | 'part-way' | 'trained' | 'scored' | 'recorded' (a committed record stands in)
+    # 'not started' | 'part-way' | 'trained' | 'scored' | 'recorded' (a committed record stands in) |
+    # 'stale record' (not started; its record was written under other parameters)
+    state: str
     steps_per_s: float | None  # over its last RECENT log records
     idle_s: float | None  # since its log last grew (a part-way run that is not training grows none)
     key: str = ""  # what sets its time per step (speed_key)
@@ -73,9 +75,12 @@ def run_status(params: dict, preset: str, run: str, now: float | None = None) ->
         mean = last["step"] / last["elapsed_s"] if last.get("elapsed_s") else None
         return RunStatus(run, steps, steps, state, None, None, key, mean)
     if not running.is_file() or not (records := log_records(running)):
-        if cfg.workflow.records and matching_record(cfg, paths.record_dir.of(preset, run)):
+        folder = paths.record_dir.of(preset, run)
+        if cfg.workflow.records and matching_record(cfg, folder):
             return RunStatus(run, steps, steps, "recorded", None, None, key)
-        return RunStatus(run, steps, 0, "not started", None, None, key)
+        # a record written under other parameters stands in for nothing: the run trains again
+        stale = cfg.workflow.records and read_stamp(folder) is not None
+        return RunStatus(run, steps, 0, "stale record" if stale else "not started", None, None, key)
     recent = records[-RECENT - 1:]
     seconds = recent[-1]["elapsed_s"] - recent[0]["elapsed_s"]
     speed = (recent[-1]["step"] - recent[0]["step"]) / seconds if seconds > 0 else None
@@ -122,7 +127,8 @@ def status_text(preset: str, rows: list[RunStatus]) -> str:
         idle = f"{_duration(r.idle_s)} ago" if r.idle_s is not None else ""
         left = "" if r.left_s == 0 else ("~" if r.estimated else "") + _duration(r.left_s)
         lines.append(f"{r.run:<18} {r.state:<12} {f'{r.done}/{r.steps}':>13} {speed:>8} {left:>8}  {idle}".rstrip())
-    count = {s: sum(r.state == s for r in rows) for s in ("scored", "recorded", "trained", "part-way", "not started")}
+    states = ("scored", "recorded", "trained", "part-way", "not started", "stale record")
+    count = {s: sum(r.state == s for r in rows) for s in states}
     timed = [r for r in rows if r.steps_per_s and r.left_s]
     estimated = [r for r in rows if r.estimated]
     untimed = [r for r in rows if r.left_s is None]
@@ -136,6 +142,10 @@ def status_text(preset: str, rows: list[RunStatus]) -> str:
     if untimed:
         parts.append(f"{sum(r.steps - r.done for r in untimed)} steps of {len(untimed)} runs not started "
                      "or without a speed yet")
+    if count["stale record"]:
+        n = count["stale record"]
+        parts.append(f"{n} stale record{'s' if n > 1 else ''} (written under other parameters than the present "
+                     "ones): their runs train again")
     lines += ["", f"{preset}: {len(rows)} runs: " + "; ".join(parts) + "."]
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ from heptapod import paths
 from heptapod.config import ConfigError, resolve
 from heptapod.records import STAMP, matching_record, model_summary, up_to_date, write_record
 from heptapod.report.runs import RunFiles, run_row
-from heptapod.status import preset_status
+from heptapod.status import preset_status, status_text
 from heptapod.utils.io import save_checkpoint, write_json
 
 RUN = "depth-2-1"
@@ -90,6 +90,11 @@ def test_a_record_of_other_parameters_is_stale(params, tmp_path, monkeypatch):
     # without workflow.records the status never reads it
     paths.model.of("smoke", RUN).unlink()
     assert {r.run: r for r in preset_status(params, "smoke")}[RUN].state == "not started"
+    # with it, the status names a stale record: the run trains again
+    stale = {r.run: r for r in preset_status(with_records(other), "smoke")}
+    assert stale[RUN].state == "stale record" and stale[RUN].done == 0
+    assert "1 stale record (written under other parameters than the present ones): their runs train again" \
+        in status_text("smoke", list(stale.values()))
 
 
 def test_broken_records_are_errors_that_name_the_file(params, tmp_path, monkeypatch):
