@@ -351,7 +351,7 @@ def cmd_status(args, cfg) -> dict:
 
 def cmd_record(args, cfg) -> dict:
     from heptapod import paths
-    from heptapod.records import pipeline_files, up_to_date, write_record
+    from heptapod.records import missing_files, up_to_date, write_record
 
     params = load_params(args.params)
     if unknown := [r for r in args.runs or [] if r not in cfg.workflow.runs()]:
@@ -361,7 +361,7 @@ def cmd_record(args, cfg) -> dict:
     if not runs:  # every run with all its files; a run scored without its FID curve yet is named
         runs = []
         for run in cfg.workflow.runs():
-            missing = [p for p in pipeline_files(cfg, args.preset, run).values() if not p.is_file()]
+            missing = missing_files(cfg, args.preset, run)
             if not missing:
                 runs.append(run)
             elif paths.eval_metrics.of(args.preset, run).is_file():

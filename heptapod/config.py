@@ -593,6 +593,12 @@ def fingerprint(cfg: Config, *names: str) -> str:
     return json.dumps(sections, sort_keys=True)
 
 
+def training_fingerprint(cfg: Config, tokenizer_sha256: str) -> str:
+    """The stamp of a generator's training state: its model and train params and the tokenizer
+    whose codes it reads (a resumed or recorded run must have been trained under exactly these)."""
+    return fingerprint(cfg, "model", "train") + tokenizer_sha256
+
+
 def schema_text() -> str:
     """``workflow/schemas/params.schema.yaml`` as ``heptapod schema --write`` writes it."""
     import yaml

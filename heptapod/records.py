@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from heptapod import paths
-from heptapod.config import Config, ConfigError, fingerprint
+from heptapod.config import Config, ConfigError, fingerprint, training_fingerprint
 from heptapod.provenance import provenance
 from heptapod.utils.io import atomic_dir, load_checkpoint, read_json, write_json
 
@@ -56,17 +56,23 @@ def pipeline_files(cfg: Config, preset: str, run: str, all_kinds: bool = False) 
     return files
 
 
+def missing_files(cfg: Config, preset: str, run: str) -> list[Path]:
+    """The files a record of the run needs that the pipeline has not written (yet)."""
+    return [p for p in pipeline_files(cfg, preset, run).values() if not p.is_file()]
+
+
 def write_record(cfg: Config, preset: str, run: str, out: str | Path) -> dict:
     """Copy a scored run's files into the record folder ``out``, replacing it whole (a killed
     write leaves the old record or none); every file must exist."""
+    if missing := missing_files(cfg, preset, run):
+        raise FileNotFoundError(f"run '{run}' of preset '{preset}' is not scored yet: missing "
+                                f"{', '.join(map(str, missing))}")
     source = pipeline_files(cfg, preset, run)
-    if missing := [str(p) for p in source.values() if not p.is_file()]:
-        raise FileNotFoundError(f"run '{run}' of preset '{preset}' is not scored yet: missing {', '.join(missing)}")
     summary = model_summary(source["model"])
     trained_with = source["model"].with_name("last.pt")  # the training state, stamped with its params
     if trained_with.is_file() and "tokenizer_sha256" in summary:
         stamp = load_checkpoint(trained_with, "train-state").get("fingerprint")
-        if stamp != fingerprint(cfg, "model", "train") + summary["tokenizer_sha256"]:
+        if stamp != training_fingerprint(cfg, summary["tokenizer_sha256"]):
             raise ConfigError(f"run '{run}' of preset '{preset}' was trained with other model or train "
                               f"parameters than the present ones ({trained_with}); rerun it before recording it")
     with atomic_dir(out) as tmp:

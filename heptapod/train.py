@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from heptapod.config import Config, fingerprint
+from heptapod.config import Config, training_fingerprint
 from heptapod.data.store import LatentStore
 from heptapod.models.heptapod import Heptapod, ModelSpec
 from heptapod.utils.device import autocast, machine, machine_label, resolve_device
@@ -154,8 +154,7 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
     model = build_model(cfg, store).to(device)
     ema = EMA(model, tc.ema_decay)
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.95))
-    state = Resumable(out_dir / "last.pt", "train-state",
-                      fingerprint(cfg, "model", "train") + store.attrs["tokenizer_sha256"])
+    state = Resumable(out_dir / "last.pt", "train-state", training_fingerprint(cfg, store.attrs["tokenizer_sha256"]))
     objects = {"model": model, "ema": ema, "opt": opt}
     try:
         start = state.load(objects)  # raises before touching the objects when the state is stale
