@@ -11,6 +11,7 @@ other machines, each named with its own commit and machine. Analyses that look i
 from __future__ import annotations
 
 import filecmp
+import json
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,9 @@ STAMP = "record.json"  # written last: a record without it is incomplete and nev
 RUN_SECTIONS = ("data", "tokenizer", "latents", "classifier", "model", "train", "sample", "evaluate")
 SUMMARY_KIND = "generator-summary"
 SUMMARY_KEYS = ("spec", "steps", "num_params", "step_flops", "train_flops", "machine", "tokenizer_sha256")
+# Provenance fields that say only when and at which commit a file was written: a run scored again
+# with the same numbers is the same run, and recording it again would only churn the repository.
+WHEN_WRITTEN = ("commit", "created")
 
 
 def run_fingerprint(cfg: Config) -> str:
@@ -86,12 +90,29 @@ def write_record(cfg: Config, preset: str, run: str, out: str | Path) -> dict:
     return stamp
 
 
+def _same_content(a: Path, b: Path) -> bool:
+    """Byte-equal files, or JSON files equal but for when and at which commit they were written."""
+    if filecmp.cmp(a, b, shallow=False):
+        return True
+    if a.suffix != ".json":
+        return False
+
+    def content(path: Path) -> str:
+        data = read_json(path)
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in WHEN_WRITTEN}
+            if isinstance(data.get("provenance"), dict):
+                data["provenance"] = {k: v for k, v in data["provenance"].items() if k not in WHEN_WRITTEN}
+        return json.dumps(data, sort_keys=True)  # as text: a NaN score equals itself
+    return content(a) == content(b)
+
+
 def up_to_date(cfg: Config, preset: str, run: str, folder: str | Path) -> bool:
     """Whether the folder already holds this run's record: matching its parameters, with the same
-    scores and log as the pipeline's files (recording it again would change only its date)."""
+    scores and log as the pipeline's files, whenever and at whichever commit they were written."""
     files = matching_record(cfg, folder)
     source = pipeline_files(cfg, preset, run)
-    return bool(files) and all(files.get(k) and filecmp.cmp(files[k], source[k], shallow=False)
+    return bool(files) and all(files.get(k) and _same_content(files[k], source[k])
                                for k in ("metrics", "likelihood", "log") if source[k].is_file())
 
 

@@ -63,7 +63,11 @@ def test_a_record_reads_as_the_run_it_was_made_from(params, tmp_path, monkeypatc
     assert json.dumps(a) == json.dumps(b) and (per_image[0] == per_image[1]).all()  # NaN == NaN too
     assert a["machine"] == "a CPU" and a["params_M"] == 1234e-6
 
-    # recording it again would change nothing, until the run is scored again
+    # recording it again would change nothing, until the run is scored again: scored again with
+    # the same numbers (at another commit, on another day) it is still the same run
+    assert up_to_date(cfg, "smoke", RUN, folder)
+    rescored = {**json.loads(files["metrics"].read_text()), "commit": "0123456789", "created": "2030-01-01T00:00:00Z"}
+    write_json(paths.eval_metrics.of("smoke", RUN), rescored)
     assert up_to_date(cfg, "smoke", RUN, folder)
     write_json(paths.eval_metrics.of("smoke", RUN), {**json.loads(files["metrics"].read_text()), "fid": 49.0})
     assert not up_to_date(cfg, "smoke", RUN, folder)
