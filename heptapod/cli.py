@@ -270,9 +270,11 @@ def cmd_convergence(args, cfg) -> dict:
 def cmd_analyze(args, cfg) -> dict:
     from heptapod.analysis import stage
 
-    if not (len(args.runs) == len(args.models) == len(args.latents)):
-        raise ValueError(f"--runs, --models and --latents name {len(args.runs)}, {len(args.models)} and "
-                         f"{len(args.latents)} entries: one each per run")
+    # NLL by step reads the runs' scores (likelihood files), every other analysis their tokens
+    per_run = "likelihood" if args.name == "steps" else "latents"
+    if not (len(args.runs) == len(args.models) == len(getattr(args, per_run))):
+        raise ValueError(f"--runs, --models and --{per_run} name {len(args.runs)}, {len(args.models)} and "
+                         f"{len(getattr(args, per_run))} entries: one each per run")
     models, latents = dict(zip(args.runs, map(Path, args.models))), dict(zip(args.runs, map(Path, args.latents)))
     if args.name == "attention":
         return stage.write_attention(cfg, args.preset, models, latents, args.out_dir)
@@ -281,7 +283,8 @@ def cmd_analyze(args, cfg) -> dict:
             raise ConfigError("analyze --name similarity needs --images (the test image store)")
         return stage.write_similarity(cfg, args.preset, models, latents, args.images, args.out_dir)
     if args.name == "steps":
-        return stage.write_steps(cfg, args.preset, models, latents, args.out_dir)
+        return stage.write_steps(cfg, args.preset, dict(zip(args.runs, map(Path, args.likelihood))), models,
+                                 args.out_dir)
     if not args.train_latents:
         raise ConfigError("analyze --name probe needs --train-latents (the train latent store)")
     return stage.write_probe(cfg, args.preset, models, args.train_latents, latents, args.out_dir)
@@ -562,8 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
             "by generation step of trained runs")
     p.add_argument("--name", required=True, choices=["attention", "similarity", "probe", "steps"])
     p.add_argument("--runs", required=True, nargs="+", help="the runs analysed (variant or variant@seed)")
-    p.add_argument("--models", required=True, nargs="+", help="their final checkpoints, one per run")
-    p.add_argument("--latents", required=True, nargs="+", help="their test latent stores, one per run")
+    p.add_argument("--models", required=True, nargs="+",
+                   help="their final checkpoints (steps: or their records' model summaries), one per run")
+    p.add_argument("--latents", nargs="*", default=[], help="their test latent stores, one per run (not steps)")
+    p.add_argument("--likelihood", nargs="*", default=[], help="their held-out likelihood files, one per run (steps)")
     p.add_argument("--train-latents", default=None, help="train latent store (probe)")
     p.add_argument("--images", default=None, help="test image store (similarity: the images drawn)")
     p.add_argument("--out-dir", required=True)

@@ -256,8 +256,12 @@ class Pipeline:
 
     def analysis_inputs(self, w) -> dict[str, list[Path]]:
         """Each analysed run's model and test latents (its own tokenizer's), and what the
-        analysis reads besides: the train latents (probe) or the test images (similarity)."""
+        analysis reads besides: the train latents (probe) or the test images (similarity). NLL by
+        step reads only each run's scores and model summary, so a run's record serves for it."""
         runs = self.analysis_runs(w)
+        if w.name == "steps":
+            files = self.run_file_inputs(w.preset, runs)
+            return {"models": files["models"], "likelihood": files["likelihood"], "latents": []}
         kinds = [tokenizer_kind(self.config(w.preset, r)) for r in runs]
         inputs = {"models": [paths.model.of(w.preset, r) for r in runs],
                   "latents": [paths.latents.of(w.preset, k, "test") for k in kinds]}

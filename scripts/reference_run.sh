@@ -14,10 +14,20 @@ SNAKEMAKE=(.venv/bin/snakemake --rerun-triggers mtime params input --cores all) 
 CONFIG=(--config preset=reference)  # last: --config takes every word after it
 # a killed run leaves Snakemake's lock behind; nothing else may be running on this folder
 "${SNAKEMAKE[@]}" --unlock "${CONFIG[@]}" >/dev/null 2>&1 || true
-# Every scored run is kept as a record (results/records/reference/<run>/: its scores, log and
-# summary, not its checkpoint); committed, the pages read it on any machine instead of retraining
-# the run (workflow.records). Runs scored by an interrupted call are recorded at the next start.
-record() { .venv/bin/python -m heptapod record --preset reference 2>&1 | grep -v "already recorded" || true; }
+# The doubling chain's links: the presets whose workflow.longer_of chain leads to `reference`,
+# shortest first.
+chain=$(.venv/bin/python -c "
+from heptapod.config import load_params, longer_links
+print(' '.join(longer_links(load_params(), 'reference')))")
+# Every scored run is kept as a record (results/records/<preset>/<run>/: its scores, log and
+# summary, not its checkpoint); committed, the pages and the chain read it on any machine instead
+# of retraining the run (workflow.records). Runs scored by an interrupted call are recorded at the
+# next start.
+record() {
+    for preset in reference $chain; do
+        .venv/bin/python -m heptapod record --preset "$preset" 2>&1 | grep -v "already recorded" || true
+    done
+}
 echo "reference run: started ($(date -u +%FT%TZ))"
 record
 # 1. Table 1 (3 seeds) and Fig. 8 (n = 1, 2, 4, 8; 2 seeds): order and supervision density, the
@@ -30,17 +40,15 @@ record
 record
 # 3. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
 #    with the one before and judged by the reference's noise: has the ranking stopped moving?
-#    The links are the presets whose workflow.longer_of chain leads to `reference`, shortest first.
 #    Each link's page also sets its held-out NLL by generation step (analysis/steps) beside the
 #    shorter budgets': which part of the grid the extra training improves; and Fig. 8's denser
-#    supervision beside the chain at equal training compute. Then what the models do inside
-#    (analysis/: its similarity maps set Fig. 6's KL run beside Table 1's). Both read checkpoints:
-#    on a machine without them, the reference's runs they read are trained again.
-chain=$(.venv/bin/python -c "
-from heptapod.config import load_params, longer_links
-print(' '.join(longer_links(load_params(), 'reference')))")
+#    supervision beside the chain at equal training compute. Both read the runs' records where
+#    they match, so a link's runs are trained once, on whichever machine, and recorded. Then what
+#    the models do inside (analysis/: its similarity maps set Fig. 6's KL run beside Table 1's),
+#    which reads checkpoints: on a machine without them, the runs it reads are trained again.
 for link in $chain; do
     "${SNAKEMAKE[@]}" convergence --config preset="$link"
+    record
 done
 "${SNAKEMAKE[@]}" analysis "${CONFIG[@]}"
 echo "reference run: done ($(date -u +%FT%TZ)); report in results/report/reference/, doubling tests in" \

@@ -2,8 +2,8 @@
 uses, distances and similarities mean what their names say, no label reaches the states, and
 the probe separates what is separable and nothing else."""
 
+import dataclasses
 import json
-from contextlib import closing
 
 import numpy as np
 import pytest
@@ -13,10 +13,11 @@ from heptapod.analysis import stage
 from heptapod.analysis.attention import attention_distance
 from heptapod.analysis.probe import fit_probe, linear_probe
 from heptapod.analysis.similarity import cosine_maps, similarity, states_by_position
-from heptapod.analysis.steps import nll_by_step, quarter_means
 from heptapod.analysis.trace import attention_weights, grid_distances, head_attention, label_free_inputs, trace
-from heptapod.data.store import LatentStore
-from heptapod.evaluation.likelihood import heldout_scores
+from heptapod.config import ConfigError
+from heptapod.evaluation.likelihood import BY_STEP_KEY, heldout_likelihood
+from heptapod.records import SUMMARY_KIND
+from heptapod.utils.io import write_json
 from conftest import make_latent_store
 from test_model import tiny
 
@@ -125,25 +126,11 @@ def test_linear_probe_end_to_end(tmp_path):
     assert 0 <= out["mean"]["test_accuracy"] <= 1 and 0 <= out["last"]["test_accuracy"] <= 1
 
 
-@pytest.mark.parametrize("head,order", [("1d", "raster"), ("1d", "random"), ("global", "random")])
-def test_nll_by_step_splits_each_images_heldout_nll_step_by_step(tmp_path, head, order):
-    """The curve's mean over steps is the likelihood stage's score of the same image, on the same
-    orders, for every head and order."""
-    store = make_latent_store(tmp_path / "test.h5", grid=4, vocab=16, classes=3)
-    m = tiny(head, order=order)
-    per_step = nll_by_step(m, store, images=10, orders=3, batch_size=4)
-    assert per_step.shape == (10, 16) and (per_step > 0).all()
-    with closing(LatentStore(store)) as s:
-        whole = heldout_scores(m, s, 10, 3, 4).mean(axis=1)
-    np.testing.assert_allclose(per_step.mean(axis=1), whole, rtol=1e-10)
-    assert quarter_means(per_step.mean(axis=0)) == pytest.approx(
-        [per_step[:, 4 * i:4 * i + 4].mean() for i in range(4)])
-
-
-def test_steps_analysis_judges_2d_against_1d_in_each_quarter_of_the_steps(tmp_path, smoke_cfg, monkeypatch):
-    """`analyze --name steps`: a section, a figure and numbers; the gap between 2D and 1D runs of
-    the same order judged in each quarter of the steps by the seed SD of that quarter; each run's
-    overall NLL is its curve's mean."""
+def test_steps_analysis_judges_2d_against_1d_in_each_quarter_of_the_steps(tmp_path, smoke_cfg):
+    """`analyze --name steps`: a section, a figure and numbers, from the runs' likelihood files and
+    model summaries alone (what a run's record holds); the gap between 2D and 1D runs of the same
+    order judged in each quarter of the steps by the seed SD of that quarter; each run's overall
+    NLL is its curve's mean, the likelihood stage's number."""
     store = make_latent_store(tmp_path / "test.h5", grid=4, vocab=16, classes=3)
 
     def seeded(head, seed):
@@ -156,8 +143,13 @@ def test_steps_analysis_judges_2d_against_1d_in_each_quarter_of_the_steps(tmp_pa
 
     models = {"2d-random": seeded("global", 1), "2d-random@1": seeded("global", 2),
               "1d-random": seeded("1d", 3), "1d-random@1": seeded("1d", 4), "1d-raster": tiny("1d", order="raster")}
-    monkeypatch.setattr(stage, "_models", lambda cfg, runs: iter(runs.items()))
-    stage.write_steps(smoke_cfg, "smoke", models, {r: store for r in models}, tmp_path / "out")
+    likelihood, summaries = {}, {}
+    for run, m in models.items():
+        likelihood[run] = tmp_path / f"{run}.likelihood.json"
+        write_json(likelihood[run], heldout_likelihood(m, store, images=10, orders=3, batch_size=4))
+        summaries[run] = tmp_path / f"{run}.model.json"
+        write_json(summaries[run], {"kind": SUMMARY_KIND, "spec": dataclasses.asdict(m.spec)})
+    stage.write_steps(smoke_cfg, "smoke", likelihood, summaries, tmp_path / "out")
     result = json.loads((tmp_path / "out/steps.json").read_text())
     assert result["quarter_steps"] == [[1, 4], [5, 8], [9, 12], [13, 16]]
     for run, curve in result["curves"].items():
@@ -170,9 +162,19 @@ def test_steps_analysis_judges_2d_against_1d_in_each_quarter_of_the_steps(tmp_pa
         assert quarter["paired_se"] > 0
         assert v["threshold"] == pytest.approx(2 * max(quarter["seed_sd"], quarter["paired_se"]))
         assert v["verdict"] in ("agrees", "disagrees", "within noise")
+    for run, path in likelihood.items():
+        assert result["nll"][run] == pytest.approx(json.loads(path.read_text())["nll_bits_per_token"], rel=1e-9)
+    assert result["images"] == 10 and result["orders"] == 3
     text = (tmp_path / "out/steps.md").read_text()
     assert "| 2d-random | 2 |" in text and "steps 13-16" in text and "![steps](steps.png)" in text
     assert (tmp_path / "out/steps.png").stat().st_size > 1000
+
+    # a run scored before the likelihood stage split its NLL by step: an error naming the file
+    old = json.loads(likelihood["1d-raster"].read_text())
+    del old[BY_STEP_KEY]
+    write_json(likelihood["1d-raster"], old)
+    with pytest.raises(ConfigError, match=r"1d-raster.likelihood.json.*again"):
+        stage.write_steps(smoke_cfg, "smoke", likelihood, summaries, tmp_path / "out")
 
 
 def test_nll_by_step_also_covers_the_density_sweep():

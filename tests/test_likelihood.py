@@ -2,12 +2,14 @@
 
 import itertools
 import math
+from contextlib import closing
 
 import numpy as np
 import pytest
 import torch
 
-from heptapod.evaluation.likelihood import heldout_likelihood, heldout_scores, summarize
+from heptapod.evaluation.likelihood import BY_STEP_KEY, QUARTERS_KEY, heldout_likelihood, heldout_scores, summarize
+from heptapod.data.store import LatentStore
 from heptapod.models.heads import GlobalHead, SamplingContext
 from heptapod.models.heptapod import Heptapod, ModelSpec
 from conftest import make_latent_store
@@ -107,6 +109,29 @@ def test_heldout_scores_and_summary(tmp_path):
     again = heldout_likelihood(random_model, store_path, images=24, orders=3, batch_size=24)
     assert again["nll_bits_per_token"] == pytest.approx(res["nll_bits_per_token"], rel=1e-9)
     assert heldout_likelihood(raster_model, store_path, 24, 3, 8)["heldout_orders"] == 1
+
+
+@pytest.mark.parametrize("head,order", [("1d", "raster"), ("1d", "random"), ("global", "random")])
+def test_heldout_nll_is_split_by_generation_step(tmp_path, head, order):
+    """Each image's NLL by generation step (mean over its orders) averages to its score, for every
+    head and order; step t of one order is the model's NLL of the token it generates at step t;
+    the written curve and per-image quarters are the same numbers, summarised."""
+    store_path = make_latent_store(tmp_path / "test.h5", grid=4, vocab=16, classes=2)
+    m = tiny(head, 4, order=order, grid=4, vocab=16)
+    with closing(LatentStore(store_path)) as store:
+        scores, per_step = heldout_scores(m, store, 10, 3, 4)
+        assert per_step.shape == (10, 16) and (per_step > 0).all()
+        np.testing.assert_allclose(per_step.mean(axis=1), scores.mean(axis=1), rtol=1e-10)
+        if order == "raster":  # one order: step t is the nll of the t-th raster token
+            codes, labels = store.rows(0, 10)
+            direct = m.nll(store.tokens(codes[:, 0]), labels, m.orders(10)) / math.log(2)
+            np.testing.assert_allclose(per_step, direct.numpy(), rtol=1e-10)
+    res = heldout_likelihood(m, store_path, images=10, orders=3, batch_size=4)
+    np.testing.assert_allclose(res[BY_STEP_KEY], per_step.mean(axis=0), rtol=1e-10)
+    quarters = np.array(res[QUARTERS_KEY])
+    assert quarters.shape == (10, 4)
+    np.testing.assert_allclose(quarters, per_step.reshape(10, 4, 4).mean(axis=2), atol=1e-6)
+    np.testing.assert_allclose(quarters.mean(axis=1), res["nll_bits_per_token_per_image"], atol=2e-6)
 
 
 def test_summary_statistics():

@@ -141,6 +141,8 @@ def test_recorded_runs_stand_in_for_training_in_a_fresh_clone(project, tmp_path)
     numbers and provenance, and trains a run again once its parameters differ from its record's."""
     cfg = resolve(load_params(project / "params.yaml"), "smoke")
     runs = cfg.workflow.family_runs("table4") + cfg.workflow.noise_runs("table4")
+    by_step = cfg.workflow.family_runs("table1") + cfg.workflow.family_runs("fig8")  # the NLL-by-step runs
+    runs += [r for r in dict.fromkeys(by_step) if r not in runs]
     subprocess.run([sys.executable, "-m", "heptapod", "record", "--params", "params.yaml", "--preset", "smoke",
                     "--runs", *runs], cwd=project, check=True, capture_output=True)
     record = project / "results/records/smoke/depth-2-1"
@@ -157,6 +159,16 @@ def test_recorded_runs_stand_in_for_training_in_a_fresh_clone(project, tmp_path)
     built, original = (json.loads((p / "results/report/smoke/table4.json").read_text()) for p in (clone, project))
     assert built["variants"] == original["variants"] and built["verdict"] == original["verdict"]
     assert built["runs"] == original["runs"]  # each run named with the commit and machine that made it
+    # the NLL by generation step reads only scores and model summaries: the records serve for it
+    steps = "results/report/smoke/analysis/steps.json"
+    plan = snakemake(clone, "-n", steps, *on).stdout
+    assert "rule train:" not in plan and "rule likelihood:" not in plan and "rule analysis_job:" in plan
+    snakemake(clone, steps, *on)
+    nll = json.loads((clone / steps).read_text())["nll"]
+    assert set(nll) == set(by_step)
+    for run, value in nll.items():
+        recorded = json.loads((clone / f"results/records/smoke/{run}/likelihood.json").read_text())
+        assert value == pytest.approx(recorded["nll_bits_per_token"], rel=1e-9)
     # another sampling temperature: the records no longer describe these runs, which train again
     records_on["presets"]["smoke"]["sample"] = {"temperature": 0.9}
     (tmp_path / "on.yaml").write_text(json.dumps(records_on))

@@ -21,15 +21,16 @@ from heptapod import verdicts  # noqa: E402
 from heptapod.analysis.attention import attention_distance  # noqa: E402
 from heptapod.analysis.probe import linear_probe  # noqa: E402
 from heptapod.analysis.similarity import similarity  # noqa: E402
-from heptapod.analysis.steps import nll_by_step, quarter_means  # noqa: E402
 from heptapod.analysis.summary import by_variant, judge_pairs, verdict_lines  # noqa: E402
-from heptapod.config import Config, split_run  # noqa: E402
+from heptapod.config import Config, ConfigError, split_run  # noqa: E402
 from heptapod.data.images import load_images  # noqa: E402
+from heptapod.evaluation.likelihood import BY_STEP_KEY, DISCRETE_KEY, QUARTERS_KEY  # noqa: E402
 from heptapod.provenance import provenance  # noqa: E402
+from heptapod.records import model_summary  # noqa: E402
 from heptapod.report.plots import save  # noqa: E402
 from heptapod.report.tables import fmt, pm  # noqa: E402
 from heptapod.train import load_generator  # noqa: E402
-from heptapod.utils.io import write_json, write_text  # noqa: E402
+from heptapod.utils.io import read_json, write_json, write_text  # noqa: E402
 from heptapod.utils.training import progress  # noqa: E402
 
 
@@ -198,20 +199,43 @@ def write_probe(cfg: Config, preset: str, models: dict[str, Path], train_latents
     return _write(out_dir, "probe", "\n".join(lines) + "\n", result, cfg, preset)
 
 
-def write_steps(cfg: Config, preset: str, models: dict[str, Path], latents: dict[str, Path],
-                out_dir: str | Path) -> dict:
-    out_dir = Path(out_dir)
-    a, ev = cfg.analysis, cfg.evaluate
-    curves, by_image, heads, orders = {}, {}, {}, {}
-    for run, model in _models(cfg, models):
-        if model.spec.tokens != "discrete":
-            continue  # no likelihood to split
-        per_step = nll_by_step(model, latents[run], a.images, ev.nll_orders, ev.nll_batch_size)
-        curves[run] = per_step.mean(axis=0)
-        by_image[run] = quarter_means(per_step)
-        heads[split_run(run)[0]], orders[split_run(run)[0]] = model.spec.head, model.spec.order
-    if not curves:
+def _scored_by_step(likelihood: dict[str, Path], models: dict[str, Path]) -> dict[str, dict]:
+    """Each discrete run's held-out NLL by generation step, from its likelihood file (continuous
+    runs have no likelihood to split and are left out), with its head and order from its model
+    (checkpoint or record summary); every run must be scored on the same images."""
+    scored = {}
+    for run, path in likelihood.items():
+        lk = read_json(path)
+        if DISCRETE_KEY not in lk:
+            continue
+        if BY_STEP_KEY not in lk or QUARTERS_KEY not in lk:
+            raise ConfigError(f"{path}: scored without the NLL by generation step ('{BY_STEP_KEY}'); "
+                              f"score the run's likelihood again (snakemake -R likelihood ...)")
+        spec = model_summary(models[run])["spec"]
+        scored[run] = {"curve": np.asarray(lk[BY_STEP_KEY]), "by_image": np.asarray(lk[QUARTERS_KEY]),
+                       "head": spec["head"], "order": spec["order"], "images": lk["heldout_images"],
+                       "orders": lk["heldout_orders"]}
+    if not scored:
         raise ValueError("analyze --name steps: no run with discrete tokens to score")
+    if len(images := {x["images"] for x in scored.values()}) > 1:
+        raise ConfigError(f"analyze --name steps: the runs' likelihoods were scored on {sorted(images)} "
+                          f"held-out images; a paired comparison needs the same images")
+    return scored
+
+
+def write_steps(cfg: Config, preset: str, likelihood: dict[str, Path], models: dict[str, Path],
+                out_dir: str | Path) -> dict:
+    """Held-out NLL by generation step: where in the generation a run's likelihood is won or lost.
+    Read from the likelihood stage's scores (its images and orders), so the curve's mean is each
+    run's held-out NLL, and a run's record serves as well as its checkpoint; two runs with the same
+    overall NLL gap can differ wholly in where it sits."""
+    out_dir = Path(out_dir)
+    scored = _scored_by_step(likelihood, models)
+    curves = {r: x["curve"] for r, x in scored.items()}
+    by_image = {r: x["by_image"] for r, x in scored.items()}
+    heads = {split_run(r)[0]: x["head"] for r, x in scored.items()}
+    orders = {split_run(r)[0]: x["order"] for r, x in scored.items()}
+    images, k_orders = next(iter(scored.values()))["images"], max(x["orders"] for x in scored.values())
     # a step means the same context (and, in raster order, the same position) only within one order
     same_order = [(two, one) for two, one in _pairs(heads) if orders[two] == orders[one]]
 
@@ -235,7 +259,7 @@ def write_steps(cfg: Config, preset: str, models: dict[str, Path], latents: dict
     by_quarter = [by_variant({r: q[i] for r, q in quarters.items()}) for i in range(4)]
     text = ["## Held-out NLL by generation step (beyond the paper)", "",
             f"Bits per token of each generation step (step t predicts one token from the class and the "
-            f"t - 1 tokens before it), on the first {a.images} held-out images, {ev.nll_orders} orders "
+            f"t - 1 tokens before it), on the first {images} held-out images, {k_orders} orders "
             "each for random-order runs (the likelihood stage's images and orders; the mean over steps is "
             "the run's held-out NLL). Where a 2D head's overall gap to a 1D model sits: early steps "
             "predict with little context, late ones fill in a nearly finished grid. Each quarter of the "
@@ -268,4 +292,4 @@ def write_steps(cfg: Config, preset: str, models: dict[str, Path], latents: dict
     return _write(out_dir, "steps", "\n".join(text) + "\n", {
         "curves": {r: [float(x) for x in c] for r, c in curves.items()}, "quarters": quarters,
         "quarter_steps": bounds, "nll": whole, "variants": variants, "judged": judged,
-        "images": a.images, "orders": ev.nll_orders}, cfg, preset)
+        "images": images, "orders": k_orders}, cfg, preset)

@@ -17,6 +17,7 @@ rule analysis_job:
         runs=P.analysis_runs,
         train=lambda w, input: f"--train-latents {input.train}" if w.name == "probe" else "",
         images=lambda w, input: f"--images {input.images}" if w.name == "similarity" else "",
+        likelihood=lambda w, input: f"--likelihood {input.likelihood}" if w.name == "steps" else "",
         out_dir=lambda w: paths.analysis_dir.of(w.preset),
     threads: P.threads("analysis")
     resources:
@@ -28,4 +29,4 @@ rule analysis_job:
     shell:
         "python -m heptapod analyze --params $HEPTAPOD_PARAMS --preset {wildcards.preset} --threads {threads}"
         " --name {wildcards.name} --runs {params.runs} --models {input.models} --latents {input.latents}"
-        " {params.train} {params.images} --out-dir {params.out_dir} 2>&1 | tee {log}"
+        " {params.train} {params.images} {params.likelihood} --out-dir {params.out_dir} 2>&1 | tee {log}"
