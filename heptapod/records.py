@@ -4,8 +4,9 @@ A report needs of a run its scores, held-out likelihood, training log, sample gr
 training points, and of its checkpoint only a summary (spec, size, steps, FLOPs, machine). With
 ``workflow.records`` on, a run whose record matches its parameters stands in for training,
 sampling and scoring it: pages can then be assembled from runs trained in other sessions and on
-other machines, each named with its own commit and machine. Analyses that look inside a model
-(attention, probes, NLL by generation step) still need its checkpoint and train it where absent.
+other machines, each named with its own commit and machine; the doubling chain and the NLL by
+generation step read records too. Analyses that look inside a model (attention, similarity,
+probes) still need its checkpoint and train it where absent.
 """
 
 from __future__ import annotations
