@@ -30,26 +30,31 @@ record() {
 }
 echo "reference run: started ($(date -u +%FT%TZ))"
 record
+# Record while the workflow runs too, so that a run scored in a session cut short is kept even
+# when the next session is on another machine (records are written whole or not at all).
+( while sleep 600; do record; done ) &
+trap 'kill $! 2>/dev/null || true' EXIT
 # 1. Table 1 (3 seeds) and Fig. 8 (n = 1, 2, 4, 8; 2 seeds): order and supervision density, the
 #    paper's central claims.
 "${SNAKEMAKE[@]}" table1 fig8 --prioritize table1 "${CONFIG[@]}"
 record
-# 2. The other families (Table 4, Fig. 7, Fig. 6) and the whole report: what records can stand in
-#    for, so that they build up over sessions on any machine.
-"${SNAKEMAKE[@]}" table4 fig7 fig6 ablations "${CONFIG[@]}"
-record
-# 3. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
-#    with the one before and judged by the reference's noise: has the ranking stopped moving?
-#    Each link's page also sets its held-out NLL by generation step (analysis/steps) beside the
-#    shorter budgets': which part of the grid the extra training improves; and Fig. 8's denser
-#    supervision beside the chain at equal training compute. Both read the runs' records where
-#    they match, so a link's runs are trained once, on whichever machine, and recorded. Then what
-#    the models do inside (analysis/: its similarity maps set Fig. 6's KL run beside Table 1's),
-#    which reads checkpoints: on a machine without them, the runs it reads are trained again.
+# 2. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
+#    with the one before and judged by the reference's noise: has the ranking stopped moving? It
+#    decides Table 1, the first of the priorities, so it comes before the other families. Each
+#    link's page also sets its held-out NLL by generation step (analysis/steps) beside the shorter
+#    budgets' (which part of the grid the extra training improves), and Fig. 8's denser supervision
+#    beside the chain at equal training compute. Both read the runs' records where they match, so a
+#    link's runs are trained once, on whichever machine, and recorded.
 for link in $chain; do
     "${SNAKEMAKE[@]}" convergence --config preset="$link"
     record
 done
+# 3. The other families (Table 4, Fig. 7, Fig. 6) and the whole report: what records can stand in
+#    for, so that they build up over sessions on any machine.
+"${SNAKEMAKE[@]}" table4 fig7 fig6 ablations "${CONFIG[@]}"
+record
+# 4. What the models do inside (analysis/: its similarity maps set Fig. 6's KL run beside Table
+#    1's), which reads checkpoints: on a machine without them, the runs it reads are trained again.
 "${SNAKEMAKE[@]}" analysis "${CONFIG[@]}"
 echo "reference run: done ($(date -u +%FT%TZ)); report in results/report/reference/, doubling tests in" \
      "results/report/{${chain// /,}}/convergence.md"
