@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from heptapod.config import split_run  # noqa: E402
 from heptapod.report.runs import RunFiles  # noqa: E402
 from heptapod.utils.io import atomic_path, read_json  # noqa: E402
 from heptapod.utils.training import read_log  # noqa: E402
@@ -66,15 +67,21 @@ def plot_progress(rows: pd.DataFrame, files: dict[str, RunFiles], title: str, ex
     held-out score vs compute: variants that differ in cost per step compare at equal FLOPs."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     step_pflop = dict(zip(rows["run"], rows["step_PFLOP"]))
+    colors = variant_colors(files)
     for run, f in files.items():
+        variant, seed = split_run(run)
+        # one colour per variant, its seeds in that colour and named once: a family reads as
+        # variants with their seed spread, not as as many unrelated lines as there are runs
+        style = {"color": colors[variant], "marker": "o", "ms": 4, "lw": 1.2 if seed == 0 else 0.8,
+                 "alpha": 1.0 if seed == 0 else 0.6, "label": variant if seed == 0 else None}
         prog = pd.DataFrame(read_json(f.progress)["progress"])
-        line, = axes[0].plot(prog["sequences"], prog["fid"], marker="o", label=run)
-        axes[1].plot(prog["step"] * step_pflop[run], prog["fid"], marker="o", color=line.get_color(), label=run)
+        axes[0].plot(prog["sequences"], prog["fid"], **style)
+        axes[1].plot(prog["step"] * step_pflop[run], prog["fid"], **style)
         log = pd.DataFrame(read_log(f.log))
         key = next((k for k in VAL_KEYS if k in log), None)
         if key is not None:
             val = log[log[key].notna()]
-            axes[2].plot(val["step"] * step_pflop[run], val[key], marker="o", color=line.get_color(), label=run)
+            axes[2].plot(val["step"] * step_pflop[run], val[key], **style)
     labels = [("training sequences seen", f"FID ({extractor})"), ("training PFLOP", f"FID ({extractor})"),
               ("training PFLOP", "held-out NLL bits/token (diffusion loss for KL)")]
     for ax, (x, y) in zip(axes, labels):
@@ -82,9 +89,18 @@ def plot_progress(rows: pd.DataFrame, files: dict[str, RunFiles], title: str, ex
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
     axes[0].xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 50k, not 50000 (labels overlap)
-    axes[0].legend(fontsize=8)
+    several = any(split_run(run)[1] for run in files)
+    axes[0].legend(fontsize=8, title="faint: further seeds" if several else None, title_fontsize=7)
     fig.suptitle(title)
     save(fig, out)
+
+
+def variant_colors(runs) -> dict[str, str]:
+    """A colour of matplotlib's default cycle for each variant among ``runs`` (names such as
+    '2d-random@1'), in order of first appearance."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    variants = list(dict.fromkeys(split_run(run)[0] for run in runs))
+    return {v: cycle[i % len(cycle)] for i, v in enumerate(variants)}
 
 
 def plot_bars(agg: pd.DataFrame, title: str, extractor: str, out: Path) -> None:
