@@ -354,7 +354,7 @@ def cmd_status(args, cfg) -> dict:
 
 def cmd_record(args, cfg) -> dict:
     from heptapod import paths
-    from heptapod.records import missing_files, up_to_date, write_record
+    from heptapod.records import missing_files, stale_scores, up_to_date, write_record
 
     params = load_params(args.params)
     if unknown := [r for r in args.runs or [] if r not in cfg.workflow.runs()]:
@@ -365,10 +365,12 @@ def cmd_record(args, cfg) -> dict:
         runs = []
         for run in cfg.workflow.runs():
             missing = missing_files(cfg, args.preset, run)
-            if not missing:
-                runs.append(run)
-            elif paths.eval_metrics.of(args.preset, run).is_file():
+            if missing and paths.eval_metrics.of(args.preset, run).is_file():
                 print(f"{run}: not recorded, scored without {', '.join(map(str, missing))}")
+            elif not missing and (stale := stale_scores(cfg, args.preset, run)):
+                print(f"{run}: not recorded, retrained and not scored again yet ({', '.join(map(str, stale))})")
+            elif not missing:
+                runs.append(run)
         if not runs:
             print(f"preset '{args.preset}' has no scored run to record yet")
     recorded = []

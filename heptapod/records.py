@@ -66,12 +66,24 @@ def missing_files(cfg: Config, preset: str, run: str) -> list[Path]:
     return [p for p in pipeline_files(cfg, preset, run).values() if not p.is_file()]
 
 
+def stale_scores(cfg: Config, preset: str, run: str) -> list[Path]:
+    """The run's scores (samples, FID, likelihood) written before its present model: left from an
+    earlier training of the run, their new versions not written yet (a run redone by the workflow
+    is retrained before it is scored again)."""
+    files = pipeline_files(cfg, preset, run)
+    trained = files["model"].stat().st_mtime_ns
+    return [p for k, p in files.items() if k not in ("model", "log") and p.stat().st_mtime_ns < trained]
+
+
 def write_record(cfg: Config, preset: str, run: str, out: str | Path) -> dict:
     """Copy a scored run's files into the record folder ``out``, replacing it whole (a killed
     write leaves the old record or none); every file must exist."""
     if missing := missing_files(cfg, preset, run):
         raise FileNotFoundError(f"run '{run}' of preset '{preset}' is not scored yet: missing "
                                 f"{', '.join(map(str, missing))}")
+    if stale := stale_scores(cfg, preset, run):
+        raise ConfigError(f"run '{run}' of preset '{preset}' is not scored since it was last trained: "
+                          f"{', '.join(map(str, stale))} older than {paths.model.of(preset, run)}")
     source = pipeline_files(cfg, preset, run)
     summary = model_summary(source["model"])
     trained_with = source["model"].with_name("last.pt")  # the training state, stamped with its params

@@ -150,3 +150,31 @@ def test_record_command_records_every_complete_run_and_names_the_others(params, 
     assert not paths.record_dir.of("smoke", "2d-random").exists()
     assert main(["record", "--preset", "smoke"]) == 0  # nothing new: the record is left as it was
     assert f"{RUN}: already recorded" in capsys.readouterr().out
+
+
+def test_a_run_retrained_but_not_scored_again_is_not_recorded(params, tmp_path, monkeypatch, capsys):
+    """While the workflow redoes a run, its new model sits beside the old run's samples and scores
+    until they are written again: a record then would pair the new model with the old scores."""
+    import os
+
+    from heptapod.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    cfg = resolve(params, "smoke", RUN)
+    score_run(cfg)
+    model = paths.model.of("smoke", RUN)
+    scores = [paths.eval_metrics.of("smoke", RUN), paths.likelihood.of("smoke", RUN), paths.sample_grid.of("smoke", RUN)]
+    for path in scores:
+        os.utime(path, ns=(model.stat().st_mtime_ns - 10**9,) * 2)  # scored a second before the model
+    with pytest.raises(ConfigError, match=f"not scored since it was last trained: .*metrics.json.*older than .*{RUN}"):
+        write_record(cfg, "smoke", RUN, tmp_path / "record")
+    assert not (tmp_path / "record").exists()
+    assert main(["record", "--preset", "smoke"]) == 0
+    assert f"{RUN}: not recorded, retrained and not scored again yet" in capsys.readouterr().out
+    assert not paths.record_dir.of("smoke", RUN).exists()
+    # scored again: recorded
+    for path in scores:
+        os.utime(path)
+    assert main(["record", "--preset", "smoke"]) == 0
+    assert f"recorded {RUN}" in capsys.readouterr().out
