@@ -364,12 +364,12 @@ def cmd_record(args, cfg) -> dict:
     if not runs:  # every run with all its files; a run scored without its FID curve yet is named
         runs = []
         for run in cfg.workflow.runs():
-            missing = missing_files(cfg, args.preset, run)
-            if missing and paths.eval_metrics.of(args.preset, run).is_file():
-                print(f"{run}: not recorded, scored without {', '.join(map(str, missing))}")
-            elif not missing and (stale := stale_scores(cfg, args.preset, run)):
+            if missing := missing_files(cfg, args.preset, run):
+                if paths.eval_metrics.of(args.preset, run).is_file():
+                    print(f"{run}: not recorded, scored without {', '.join(map(str, missing))}")
+            elif stale := stale_scores(cfg, args.preset, run):
                 print(f"{run}: not recorded, retrained and not scored again yet ({', '.join(map(str, stale))})")
-            elif not missing:
+            else:
                 runs.append(run)
         if not runs:
             print(f"preset '{args.preset}' has no scored run to record yet")
