@@ -35,6 +35,14 @@ def project(tmp_path_factory):
     return copy_workflow(tmp_path_factory.mktemp("project"))
 
 
+@pytest.fixture
+def scored(project):
+    """The project with the smoke preset's ablations built and scored: cached when the end-to-end
+    test ran first, built here when a test that reads them runs on its own."""
+    snakemake(project, "ablations", "--config", "preset=smoke")
+    return project
+
+
 def test_dry_run_lists_every_stage(project):
     out = snakemake(project, "-n", "all", "--config", "preset=smoke").stdout
     for rule in ("prepare_data", "train_classifier", "train_tokenizer", "evaluate_tokenizer",
@@ -135,6 +143,7 @@ def test_smoke_ablations_end_to_end_then_cached(project):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+@pytest.mark.usefixtures("scored")
 def test_recorded_runs_stand_in_for_training_in_a_fresh_clone(project, tmp_path):
     """`heptapod record` keeps what a page reads of each scored run; a fresh clone with
     workflow.records on builds the page from the records without training a run, to the same
@@ -175,6 +184,7 @@ def test_recorded_runs_stand_in_for_training_in_a_fresh_clone(project, tmp_path)
     assert "results/train/smoke/depth-2-1/model.pt" in snakemake(clone, "-n", "table4", *on).stdout
 
 
+@pytest.mark.usefixtures("scored")
 def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     """A preset that trains another's Table 1 runs twice as long (workflow.longer_of): the
     'convergence' target sets each run beside its namesake, paired over the same held-out tokens,
@@ -246,6 +256,7 @@ def test_doubled_runs_say_whether_they_stopped_moving(project, tmp_path):
     assert runs_by_compute == {"2d-random, 6 steps", "2d-random, 12 steps", "2d-random, 24 steps", "n2, 6 steps"}
 
 
+@pytest.mark.usefixtures("scored")
 def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(project, tmp_path):
     """A rerun of a preset (workflow.rerun_of, here with 2 threads per training job): the
     'stability' target says which verdicts hold, and scores the rerun's samples with the first
@@ -283,10 +294,10 @@ def test_rerun_stability_splits_each_fid_move_into_extractor_and_generator(proje
     assert json.loads((pinned / "metrics.json").read_text())["checkpoint"] == "results/classifier/smoke/classifier.pt"
 
 
+@pytest.mark.usefixtures("scored")
 def test_extractor_check_rescores_the_same_samples_with_a_retrained_classifier(project):
     """scripts/extractor_check.py: a finished preset's samples scored by its classifier and by
     one retrained with other threads; the move per run, and its median against the seed SD."""
-    snakemake(project, "ablations", "--config", "preset=smoke")  # cached after the ablations test
     out = project / "results/report/smoke/extractor"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts/extractor_check.py"), "--preset", "smoke",
                            "--threads", "2", "--out", str(out)], cwd=project, capture_output=True, text=True,
@@ -302,10 +313,10 @@ def test_extractor_check_rescores_the_same_samples_with_a_retrained_classifier(p
     assert "Median |move|" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.usefixtures("scored")
 def test_sample_timing_times_a_trained_generator(project):
     """scripts/sample_timing.py (step 3 of the GPU check): one line per batch and k, and the
     profiler's operator table, for a model the pipeline trained."""
-    snakemake(project, "ablations", "--config", "preset=smoke")  # cached after the ablations test
     proc = subprocess.run([sys.executable, str(ROOT / "scripts/sample_timing.py"),
                            "results/train/smoke/2d-random/model.pt", "--batches", "2", "6", "--positions", "1", "2",
                            "--profile"], cwd=project, capture_output=True, text=True)
