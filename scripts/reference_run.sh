@@ -40,20 +40,27 @@ trap 'kill $! 2>/dev/null || true' EXIT
 record
 # 2. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
 #    with the one before and judged by the reference's noise: has the ranking stopped moving? It
-#    decides Table 1, the first of the priorities, so it comes before the other families. Each
-#    link's page also sets its held-out NLL by generation step (analysis/steps) beside the shorter
-#    budgets' (which part of the grid the extra training improves), and Fig. 8's denser supervision
-#    beside the chain at equal training compute. Both read the runs' records where they match, so a
-#    link's runs are trained once, on whichever machine, and recorded.
-for link in $chain; do
-    "${SNAKEMAKE[@]}" convergence --config preset="$link"
+#    decides Table 1, the first of the priorities, so its links come before the other families,
+#    except the last (see 4). Each link's page also sets its held-out NLL by generation step
+#    (analysis/steps) beside the shorter budgets' (which part of the grid the extra training
+#    improves), and Fig. 8's denser supervision beside the chain at equal training compute. Both
+#    read the runs' records where they match, so a link's runs are trained once, on whichever
+#    machine, and recorded.
+link() {
+    "${SNAKEMAKE[@]}" convergence --config preset="$1"
     record
-done
+}
+links=($chain)
+for preset in "${links[@]:0:${#links[@]}-1}"; do link "$preset"; done
 # 3. The other families (Table 4, Fig. 7, Fig. 6) and the whole report: what records can stand in
-#    for, so that they build up over sessions on any machine.
+#    for, so that they build up over sessions on any machine. They come before the chain's last
+#    link: their runs are short (each finishes and is recorded within the hour), where the last
+#    link's take hours and finish only on a machine that keeps their checkpoints between sessions.
 "${SNAKEMAKE[@]}" table4 fig7 fig6 ablations "${CONFIG[@]}"
 record
-# 4. What the models do inside (analysis/: its similarity maps set Fig. 6's KL run beside Table
+# 4. The chain's last link.
+link "${links[-1]}"
+# 5. What the models do inside (analysis/: its similarity maps set Fig. 6's KL run beside Table
 #    1's), which reads checkpoints: on a machine without them, the runs it reads are trained again.
 "${SNAKEMAKE[@]}" analysis "${CONFIG[@]}"
 echo "reference run: done ($(date -u +%FT%TZ)); report in results/report/reference/, doubling tests in" \
