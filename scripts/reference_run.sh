@@ -50,8 +50,10 @@ link() {
     "${SNAKEMAKE[@]}" convergence --config preset="$1"
     record
 }
-links=($chain)
-for preset in "${links[@]:0:${#links[@]}-1}"; do link "$preset"; done
+last_link=${chain##* }  # empty where the preset has no longer links
+for preset in $chain; do
+    [ "$preset" = "$last_link" ] || link "$preset"
+done
 # 3. The other families (Table 4, Fig. 7, Fig. 6) and the whole report: what records can stand in
 #    for, so that they build up over sessions on any machine. They come before the chain's last
 #    link: their runs are short (each finishes and is recorded within the hour), where the last
@@ -59,7 +61,7 @@ for preset in "${links[@]:0:${#links[@]}-1}"; do link "$preset"; done
 "${SNAKEMAKE[@]}" table4 fig7 fig6 ablations "${CONFIG[@]}"
 record
 # 4. The chain's last link.
-link "${links[-1]}"
+[ -z "$last_link" ] || link "$last_link"
 # 5. What the models do inside (analysis/: its similarity maps set Fig. 6's KL run beside Table
 #    1's), which reads checkpoints: on a machine without them, the runs it reads are trained again.
 "${SNAKEMAKE[@]}" analysis "${CONFIG[@]}"
