@@ -50,3 +50,12 @@ def test_one_seed_per_variant_needs_no_seed_note(tmp_path, monkeypatch):
     legend = shown["fig"].axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["a", "b"]
     assert legend.get_title().get_text() == ""
+
+
+def test_the_title_names_the_seed_counts_the_variants_have():
+    from heptapod.report.family import seeds_note
+
+    assert seeds_note(pd.Series([3, 3])) == " (3 seeds, mean ± SD over seeds)"
+    # Fig. 7 borrows Table 1's 3 seeds for its global window beside 2 and 1 of the local ones
+    assert seeds_note(pd.Series([3, 2, 1])) == " (1-3 seeds per variant, mean ± SD over seeds)"
+    assert seeds_note(pd.Series([1, 1])) == ""

@@ -25,6 +25,16 @@ TITLES = {
 }
 
 
+def seeds_note(seeds: pd.Series) -> str:
+    """The title's seed count: "3 seeds", or "1-3 seeds per variant" where the variants differ
+    (a family can borrow another's seeds for one variant); nothing where every variant has one."""
+    low, high = int(seeds.min()), int(seeds.max())
+    if high <= 1:
+        return ""
+    count = f"{high} seeds" if low == high else f"{low}-{high} seeds per variant"
+    return f" ({count}, mean ± SD over seeds)"
+
+
 def one_d_random(rows: pd.DataFrame | None) -> pd.DataFrame | None:
     """Table 1's 1D model on random orders, aggregated over its seeds (None: not among ``rows``)."""
     if rows is None:
@@ -65,8 +75,7 @@ def write_family(params: dict, preset: str, cfg: Config, family: str, files: dic
         "fig7": lambda: statements.window_statement(agg, noise),
         "fig8": lambda: statements.density_statement(agg, noise, one_d_random(seed_rows)),
     }[family]()
-    seeds = int(agg["seeds"].max())
-    title = TITLES[family] + (f" ({seeds} seeds, mean ± SD over seeds)" if seeds > 1 else "")
+    title = TITLES[family] + seeds_note(agg["seeds"])
     png = out_dir / f"{family}.png"
     if family in CURVE_FAMILIES:
         plot_progress(rows, files, title, extractor, png)
