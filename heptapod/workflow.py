@@ -246,13 +246,16 @@ class Pipeline:
 
     def analysis_runs(self, w) -> list[str]:
         """Attention distance and the probe: Table 1's runs (every seed); similarity: its own list;
-        NLL by step: Table 1's and Fig. 8's (does denser supervision close the 2D head's gap where
-        it lies?)."""
+        NLL by step: Table 1's, Fig. 8's and Fig. 7's (do denser supervision and local windows close
+        the 2D head's gap where it lies?)."""
         cfg = self.config(w.preset)
         if w.name == "similarity":
             return cfg.analysis.similarity_runs
         runs = cfg.workflow.family_runs("table1")
-        return runs + [r for r in cfg.workflow.family_runs("fig8") if r not in runs] if w.name == "steps" else runs
+        if w.name == "steps":
+            for family in ("fig8", "fig7"):
+                runs = runs + [r for r in cfg.workflow.family_runs(family) if r not in runs]
+        return runs
 
     def analysis_inputs(self, w) -> dict[str, list[Path]]:
         """Each analysed run's model and test latents (its own tokenizer's), and what the

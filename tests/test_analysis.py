@@ -177,10 +177,11 @@ def test_steps_analysis_judges_2d_against_1d_in_each_quarter_of_the_steps(tmp_pa
         stage.write_steps(smoke_cfg, "smoke", likelihood, summaries, tmp_path / "out")
 
 
-def test_nll_by_step_also_covers_the_density_sweep():
-    """The steps analysis scores Table 1's runs (every seed) and Fig. 8's denser-supervision
-    runs, each once: whether denser supervision closes the 2D head's gap where it lies. The
-    other analyses keep to Table 1's runs; similarity maps to their own list."""
+def test_nll_by_step_also_covers_the_density_and_window_sweeps():
+    """The steps analysis scores Table 1's runs (every seed), Fig. 8's denser-supervision runs and
+    Fig. 7's local windows, each once: whether denser supervision or a local window closes the 2D
+    head's gap where it lies. The other analyses keep to Table 1's runs; similarity maps to their
+    own list."""
     from types import SimpleNamespace
 
     from heptapod.config import load_params
@@ -193,7 +194,9 @@ def test_nll_by_step_also_covers_the_density_sweep():
         return pipeline.analysis_runs(SimpleNamespace(preset="reference", name=name))
 
     table1, density = wf.family_runs("table1"), wf.family_runs("fig8")
-    assert runs("steps") == table1 + [r for r in density if r not in table1]
-    assert {"n2", "n4", "n8"} <= set(runs("steps")) and len(set(runs("steps"))) == len(runs("steps"))
+    assert runs("steps")[:len(table1)] == table1
+    assert set(runs("steps")) == set(table1) | set(density) | set(wf.family_runs("fig7"))
+    assert {"n2", "n4", "n8", "w16-n4", "w4-n16"} <= set(runs("steps"))
+    assert len(set(runs("steps"))) == len(runs("steps"))
     assert runs("attention") == runs("probe") == table1
     assert runs("similarity") == pipeline.config("reference").analysis.similarity_runs
