@@ -237,6 +237,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ analyses
     ANALYSES = ("attention", "similarity", "probe", "steps")
+    STEPS_FAMILIES = ("table1", "fig8", "fig7")  # the NLL by generation step's runs, each once
 
     def analysis_outputs(self, preset: str) -> list[Path]:
         """The analyses of a preset's runs (none where it trains no Table 1 runs)."""
@@ -251,11 +252,8 @@ class Pipeline:
         cfg = self.config(w.preset)
         if w.name == "similarity":
             return cfg.analysis.similarity_runs
-        runs = cfg.workflow.family_runs("table1")
-        if w.name == "steps":
-            for family in ("fig8", "fig7"):
-                runs = runs + [r for r in cfg.workflow.family_runs(family) if r not in runs]
-        return runs
+        families = self.STEPS_FAMILIES if w.name == "steps" else ("table1",)
+        return list(dict.fromkeys(r for f in families for r in cfg.workflow.family_runs(f)))
 
     def analysis_inputs(self, w) -> dict[str, list[Path]]:
         """Each analysed run's model and test latents (its own tokenizer's), and what the

@@ -17,6 +17,7 @@ from conftest import ROOT, copy_workflow
 
 from heptapod.config import load_params, resolve
 from heptapod.utils.device import machine, machine_label
+from heptapod.workflow import Pipeline
 
 pytestmark = pytest.mark.workflow
 
@@ -150,7 +151,7 @@ def test_recorded_runs_stand_in_for_training_in_a_fresh_clone(project, tmp_path)
     numbers and provenance, and trains a run again once its parameters differ from its record's."""
     cfg = resolve(load_params(project / "params.yaml"), "smoke")
     runs = cfg.workflow.family_runs("table4") + cfg.workflow.noise_runs("table4")
-    by_step = [r for f in ("table1", "fig8", "fig7") for r in cfg.workflow.family_runs(f)]  # the NLL-by-step runs
+    by_step = [r for f in Pipeline.STEPS_FAMILIES for r in cfg.workflow.family_runs(f)]  # the NLL-by-step runs
     runs += [r for r in dict.fromkeys(by_step) if r not in runs]
     subprocess.run([sys.executable, "-m", "heptapod", "record", "--params", "params.yaml", "--preset", "smoke",
                     "--runs", *runs], cwd=project, check=True, capture_output=True)
