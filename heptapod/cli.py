@@ -13,10 +13,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
 
+from heptapod import paths
 from heptapod.config import (FAMILIES, ConfigError, load_config, load_params, longer_chain, preset_names,
                              resolve, split_run)
 from heptapod.data.store import StoreError
@@ -106,7 +108,8 @@ def cmd_train(args, cfg) -> dict:
     from heptapod.train import train
 
     return train(cfg, args.latents, args.out_dir, max_steps=args.max_steps, val_latents=args.val_latents,
-                 restart_stale=args.restart_stale)
+                 restart_stale=args.restart_stale,
+                 parked=paths.parked.of(args.preset, args.variant) if args.resume_parked else None)
 
 
 def cmd_sample(args, cfg) -> dict:
@@ -352,14 +355,18 @@ def cmd_status(args, cfg) -> dict:
     return {}
 
 
-def cmd_record(args, cfg) -> dict:
-    from heptapod import paths
-    from heptapod.records import missing_files, stale_scores, up_to_date, write_record
-
-    params = load_params(args.params)
+def _check_runs(args, cfg) -> None:
+    """``--runs`` must name runs of the preset."""
     if unknown := [r for r in args.runs or [] if r not in cfg.workflow.runs()]:
         raise ConfigError(f"preset '{args.preset}' trains no run {', '.join(unknown)} "
                           f"(its runs: {', '.join(cfg.workflow.runs())})")
+
+
+def cmd_record(args, cfg) -> dict:
+    from heptapod.records import missing_files, stale_scores, up_to_date, write_record
+
+    params = load_params(args.params)
+    _check_runs(args, cfg)
     runs = args.runs
     if not runs:  # every run with all its files; a run scored without its FID curve yet is named
         runs = []
@@ -382,7 +389,29 @@ def cmd_record(args, cfg) -> dict:
         write_record(run_cfg, args.preset, run, out)
         recorded.append(run)
         print(f"recorded {run} -> {out}")
+        if (parked := paths.parked.of(args.preset, run)).is_dir():  # the record supersedes it
+            shutil.rmtree(parked)
+            print(f"{run}: removed its parked state {parked}")
     return {"recorded": recorded}
+
+
+def cmd_park(args, cfg) -> dict:
+    from heptapod.parking import park
+
+    _check_runs(args, cfg)
+    # by default every run that is part-way here: a state, no final model
+    runs = args.runs or [r for r in cfg.workflow.runs() if (paths.train_dir.of(args.preset, r) / "last.pt").is_file()
+                         and not paths.model.of(args.preset, r).is_file()]
+    if not runs:
+        print(f"preset '{args.preset}' has no part-way run to park")
+    parked = {}
+    for run in runs:
+        out = paths.parked.of(args.preset, run)
+        stamp = park(paths.train_dir.of(args.preset, run), out, with_snapshots=run in cfg.workflow.progress_runs(),
+                     provenance=provenance(args.preset, cfg.data.dataset, run))
+        parked[run] = stamp["step"]
+        print(f"parked {run} at step {stamp['step']} -> {out}")
+    return {"parked": parked}
 
 
 def cmd_params(args, cfg) -> dict:
@@ -455,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "torchrun (default 1)")
     p.add_argument("--restart-stale", action="store_true", help="a state left by other parameters is "
                    "removed (with its snapshots) and training starts over, instead of an error")
+    p.add_argument("--resume-parked", action="store_true", help="resume from the run's parked state "
+                   "(heptapod park: results/parked/<preset>/<variant>) where it is further on than "
+                   "--out-dir's own")
     p = add("sample", cmd_sample, "generate one shard of a run's class-balanced samples", variant=True)
     for a in ("--model", "--tokenizer", "--out"):
         p.add_argument(a, required=True)
@@ -596,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("record", cmd_record, "keep a preset's scored runs as records in results/records/<preset>/ (the "
             "files its pages read), for workflow.records to use in place of retraining them")
     p.add_argument("--runs", nargs="*", default=None, help="runs to record (default: every scored run)")
+    p = add("park", cmd_park, "keep a preset's part-way runs' training states in results/parked/<preset>/ "
+            "(heptapod.parking), for the train stage to resume from on another machine")
+    p.add_argument("--runs", nargs="*", default=None, help="runs to park (default: every part-way run)")
     p = add("model-params", cmd_model_params, "per-module parameter table of a preset's generator "
             "(meta device: no memory needed)", variant=True)
     p.add_argument("--num-classes", type=int, default=1000, help="class count (default 1000, ImageNet)")

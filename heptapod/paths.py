@@ -69,6 +69,8 @@ noise_floor = Pattern(RESULTS + "/evaluate/{preset}/noise_floor.json")
 
 # a finished run's files that reports read, kept in the repository (heptapod.records)
 record_dir = Pattern(RESULTS + "/records/{preset}/{variant}")
+# an unfinished run's training state, kept in the repository between sessions (heptapod.parking)
+parked = Pattern(RESULTS + "/parked/{preset}/{variant}")
 
 report_dir = Pattern(RESULTS + "/report/{preset}")
 family_report = Pattern(report_dir + "/{family}.{ext}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from heptapod import paths
 from heptapod.config import Config, fingerprint, preset_names, resolve
+from heptapod.parking import read_stamp as parked_stamp
 from heptapod.records import matching_record, read_stamp
 from heptapod.utils.training import log_lines, running_log
 
@@ -28,7 +29,8 @@ class RunStatus:
     steps: int  # of its schedule
     done: int  # last logged step (0: not started)
     # 'not started' | 'part-way' | 'trained' | 'scored' | 'recorded' (a committed record stands in) |
-    # 'stale record' (not started; its record was written under other parameters)
+    # 'stale record' (not started; its record was written under other parameters) | 'parked'
+    # (not started here; its training state, committed part-way, resumes: heptapod.parking)
     state: str
     steps_per_s: float | None  # over its last RECENT log records
     idle_s: float | None  # since its log last grew (a part-way run that is not training grows none)
@@ -80,6 +82,8 @@ def run_status(params: dict, preset: str, run: str, now: float | None = None) ->
             return RunStatus(run, steps, steps, "recorded", None, None, key)
         # a record written under other parameters stands in for nothing: the run trains again
         stale = cfg.workflow.records and read_stamp(folder) is not None
+        if not stale and (parked := parked_stamp(paths.parked.of(preset, run))) is not None:
+            return RunStatus(run, steps, parked["step"], "parked", None, None, key)
         return RunStatus(run, steps, 0, "stale record" if stale else "not started", None, None, key)
     recent = records[-RECENT - 1:]
     seconds = recent[-1]["elapsed_s"] - recent[0]["elapsed_s"]
@@ -127,7 +131,7 @@ def status_text(preset: str, rows: list[RunStatus]) -> str:
         idle = f"{_duration(r.idle_s)} ago" if r.idle_s is not None else ""
         left = "" if r.left_s == 0 else ("~" if r.estimated else "") + _duration(r.left_s)
         lines.append(f"{r.run:<18} {r.state:<12} {f'{r.done}/{r.steps}':>13} {speed:>8} {left:>8}  {idle}".rstrip())
-    states = ("scored", "recorded", "trained", "part-way", "not started", "stale record")
+    states = ("scored", "recorded", "trained", "part-way", "parked", "not started", "stale record")
     count = {s: sum(r.state == s for r in rows) for s in states}
     timed = [r for r in rows if r.steps_per_s and r.left_s]
     estimated = [r for r in rows if r.estimated]
@@ -142,6 +146,9 @@ def status_text(preset: str, rows: list[RunStatus]) -> str:
     if untimed:
         parts.append(f"{sum(r.steps - r.done for r in untimed)} steps of {len(untimed)} runs not started "
                      "or without a speed yet")
+    if count["parked"]:
+        parts.append(f"{count['parked']} parked (part-way in results/parked/{preset}/: training resumes "
+                     "from there)")
     if count["stale record"]:
         n = count["stale record"]
         parts.append(f"{n} stale record{'s' if n > 1 else ''} (written under other parameters than the present "

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from heptapod.config import Config, training_fingerprint
 from heptapod.data.store import LatentStore
 from heptapod.models.heptapod import Heptapod, ModelSpec
+from heptapod.parking import seed_from_parked
 from heptapod.utils.device import autocast, machine, machine_label, resolve_device
 from heptapod.utils.io import load_checkpoint, save_checkpoint
 from heptapod.utils.training import (
@@ -138,14 +139,17 @@ def validation_record(model: Heptapod, ema: EMA, val_latents: str | Path, cfg: C
 
 
 def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int | None = None,
-          val_latents: str | Path | None = None, restart_stale: bool = False) -> dict:
+          val_latents: str | Path | None = None, restart_stale: bool = False,
+          parked: str | Path | None = None) -> dict:
     """Train (or resume) until ``train.steps``; ``max_steps`` stops early (for kill/resume tests).
 
     Runs as one process or under ``torchrun`` (DDP); rank 0 writes logs and checkpoints. With
     ``val_latents`` (the test split's store), the EMA weights are scored on held-out images at
     every snapshot and at the end (``train.val_images``). A state left by other parameters is an
     error, or with ``restart_stale`` (the workflow reruns a run whose parameters changed) removed
-    with its snapshots, and training starts over.
+    with its snapshots, and training starts over. A ``parked`` state (``heptapod.parking``: one
+    kept in the repository by an earlier session) is resumed from where it is further on than
+    ``out_dir``'s own and was trained with the same parameters.
     """
     tc = cfg.train
     out_dir = Path(out_dir)
@@ -156,6 +160,11 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.95))
     state = Resumable(out_dir / "last.pt", "train-state", training_fingerprint(cfg, store.attrs["tokenizer_sha256"]))
     objects = {"model": model, "ema": ema, "opt": opt}
+    if parked is not None and rank == 0:
+        if (step := seed_from_parked(parked, out_dir, state.fingerprint)) is not None:
+            logger.info("resuming from the parked state %s (step %d)", parked, step)
+    if world > 1:
+        dist.barrier()  # every rank loads the state rank 0 may have seeded
     try:
         start = state.load(objects)  # raises before touching the objects when the state is stale
     except StaleCheckpoint:

@@ -28,11 +28,20 @@ record() {
         .venv/bin/python -m heptapod record --preset "$preset" 2>&1 | grep -v "already recorded" || true
     done
 }
+# A run longer than a session (the chain's links take hours) is parked too: its training state is
+# copied into results/parked/<preset>/ (heptapod.parking), which, committed, lets the next session
+# resume it on any machine; recording the finished run removes it.
+park() {
+    for preset in $chain; do
+        .venv/bin/python -m heptapod park --preset "$preset" 2>&1 | grep -v "no part-way run" || true
+    done
+}
 echo "reference run: started ($(date -u +%FT%TZ))"
 record
-# Record while the workflow runs too, so that a run scored in a session cut short is kept even
-# when the next session is on another machine (records are written whole or not at all).
-( while sleep 600; do record; done ) &
+# Record and park while the workflow runs too, so that a run scored or trained part-way in a session
+# cut short is kept even when the next session is on another machine (both are written whole or
+# not at all).
+( while sleep 600; do record; park; done ) &
 trap 'kill $! 2>/dev/null || true' EXIT
 # 1. Table 1 (3 seeds) and Fig. 8 (n = 1, 2, 4, 8; 2 seeds): order and supervision density, the
 #    paper's central claims.
@@ -40,29 +49,20 @@ trap 'kill $! 2>/dev/null || true' EXIT
 record
 # 2. The doubling chain: Table 1's random-order runs at 2x, 4x and 8x the steps, each link compared
 #    with the one before and judged by the reference's noise: has the ranking stopped moving? It
-#    decides Table 1, the first of the priorities, so its links come before the other families,
-#    except the last (see 4). Each link's page also sets its held-out NLL by generation step
-#    (analysis/steps) beside the shorter budgets' (which part of the grid the extra training
-#    improves), and Fig. 8's denser supervision beside the chain at equal training compute. Both
-#    read the runs' records where they match, so a link's runs are trained once, on whichever
-#    machine, and recorded.
-link() {
-    "${SNAKEMAKE[@]}" convergence --config preset="$1"
-    record
-}
-last_link=${chain##* }  # empty where the preset has no longer links
+#    decides Table 1, the first of the priorities, so its links come before the other families.
+#    Each link's page also sets its held-out NLL by generation step (analysis/steps) beside the
+#    shorter budgets' (which part of the grid the extra training improves), and Fig. 8's denser
+#    supervision beside the chain at equal training compute. Both read the runs' records where they
+#    match, so a link's runs are trained once, across sessions and machines (parked), and recorded.
 for preset in $chain; do
-    [ "$preset" = "$last_link" ] || link "$preset"
+    "${SNAKEMAKE[@]}" convergence --config preset="$preset"
+    record
 done
 # 3. The other families (Table 4, Fig. 7, Fig. 6) and the whole report: what records can stand in
-#    for, so that they build up over sessions on any machine. They come before the chain's last
-#    link: their runs are short (each finishes and is recorded within the hour), where the last
-#    link's take hours and finish only on a machine that keeps their checkpoints between sessions.
+#    for, so that they build up over sessions on any machine.
 "${SNAKEMAKE[@]}" table4 fig7 fig6 ablations "${CONFIG[@]}"
 record
-# 4. The chain's last link.
-[ -z "$last_link" ] || link "$last_link"
-# 5. What the models do inside (analysis/: its similarity maps set Fig. 6's KL run beside Table
+# 4. What the models do inside (analysis/: its similarity maps set Fig. 6's KL run beside Table
 #    1's), which reads checkpoints: on a machine without them, the runs it reads are trained again.
 "${SNAKEMAKE[@]}" analysis "${CONFIG[@]}"
 echo "reference run: done ($(date -u +%FT%TZ)); report in results/report/reference/, doubling tests in" \

@@ -21,7 +21,7 @@ rule train:
         "python -m heptapod train --params $HEPTAPOD_PARAMS --preset {wildcards.preset}"
         " --variant {wildcards.variant} --threads {threads} --latents {input.train}"
         " --val-latents {input.val} --out-dir {params.out_dir} --nproc {params.nproc} --restart-stale"
-        " 2>&1 | tee {log}"
+        " --resume-parked 2>&1 | tee {log}"
 
 
 rule sample:

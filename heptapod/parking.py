@@ -1,0 +1,117 @@
+"""A run's unfinished training kept in the repository between sessions: its parked state.
+
+A run longer than one session on one machine (the doubling chain's last link takes hours on 2
+cores) would start over wherever its checkpoint is lost with the machine. Parking copies what exact
+resumption needs into ``results/parked/<preset>/<run>/``, to be committed: the training state
+(``last.pt``: model, EMA, optimizer and step, stamped with the parameters it was trained with),
+the training log up to that step, and, for runs with FID-vs-training curves, the snapshots so far.
+The train stage seeds a run from its parked state where the machine holds no state of its own, or
+an older one; recording the finished run removes the parked state it no longer needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from heptapod.config import ConfigError
+from heptapod.utils.io import atomic_dir, atomic_path, load_checkpoint, read_json, write_json
+from heptapod.utils.training import log_lines, running_log
+
+logger = logging.getLogger(__name__)
+
+STATE = "last.pt"
+LOG = "log.jsonl"
+SNAPSHOTS = "snapshots"
+STAMP = "parked.json"  # written last: a folder without it is incomplete and never read
+STATE_KIND = "train-state"
+
+
+def _log_up_to(path: Path, step: int) -> str:
+    """A training log's lines up to ``step`` (the rest was trained after the state was saved)."""
+    lines = []
+    for line, record in log_lines(path):
+        if "step" not in record or record["step"] > step:
+            break
+        lines.append(line + "\n")
+    return "".join(lines)
+
+
+def _snapshots_up_to(folder: Path, step: int) -> list[Path]:
+    return [p for p in sorted(folder.glob("step-*.pt")) if int(p.stem.split("-")[1]) <= step]
+
+
+def park(train_dir: str | Path, out: str | Path, with_snapshots: bool, provenance: dict) -> dict:
+    """Copy an unfinished run's training state from ``train_dir`` into ``out``, replacing it whole."""
+    train_dir, out = Path(train_dir), Path(out)
+    if (train_dir / "model.pt").is_file():
+        raise ConfigError(f"{train_dir} holds a finished run (model.pt): record it instead of parking it")
+    if not (train_dir / STATE).is_file():
+        raise ConfigError(f"{train_dir} holds no training state ({STATE}) to park")
+    with atomic_dir(out) as tmp:
+        # the copy is read, not the original: training may replace the original meanwhile
+        shutil.copyfile(train_dir / STATE, tmp / STATE)
+        state = load_checkpoint(tmp / STATE, STATE_KIND)
+        step = int(state["step"])
+        log = running_log(train_dir / LOG)
+        (tmp / LOG).write_text(_log_up_to(log, step) if log.is_file() else "")
+        snapshots = _snapshots_up_to(train_dir / SNAPSHOTS, step) if with_snapshots else []
+        if snapshots:
+            (tmp / SNAPSHOTS).mkdir()
+            for snapshot in snapshots:
+                shutil.copyfile(snapshot, tmp / SNAPSHOTS / snapshot.name)
+        stamp = {"step": step, "fingerprint": state["fingerprint"], "snapshots": [p.name for p in snapshots],
+                 "provenance": provenance}
+        write_json(tmp / STAMP, stamp)
+    return stamp
+
+
+def read_stamp(folder: str | Path) -> dict | None:
+    """A parked state's stamp; None where the folder holds none; a corrupt one is an error."""
+    path = Path(folder) / STAMP
+    if not path.is_file():
+        return None
+    stamp = read_json(path)
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("step"), int) \
+            or not isinstance(stamp.get("fingerprint"), str) or not isinstance(stamp.get("snapshots"), list):
+        raise ConfigError(f"{path}: not a parked training state (needs 'step', 'fingerprint' and 'snapshots')")
+    return stamp
+
+
+def _local_step(train_dir: Path, fingerprint: str) -> int:
+    """The step of the machine's own state of the run; -1 where it has none under these parameters."""
+    if not (train_dir / STATE).is_file():
+        return -1
+    state = load_checkpoint(train_dir / STATE, STATE_KIND)
+    return int(state["step"]) if state.get("fingerprint") == fingerprint else -1
+
+
+def seed_from_parked(parked: str | Path, train_dir: str | Path, fingerprint: str) -> int | None:
+    """Copy a parked state into ``train_dir`` where it was trained with these parameters
+    (``fingerprint``) and is further on than the state there; return its step, or None."""
+    parked, train_dir = Path(parked), Path(train_dir)
+    stamp = read_stamp(parked)
+    if stamp is None:
+        return None
+    if stamp["fingerprint"] != fingerprint:
+        logger.warning("%s was trained with other parameters: not resumed from", parked)
+        return None
+    if _local_step(train_dir, fingerprint) >= stamp["step"]:
+        return None
+    state = load_checkpoint(parked / STATE, STATE_KIND)
+    if state.get("step") != stamp["step"] or state.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{parked / STATE} does not match its stamp {parked / STAMP} (step or parameters)")
+    if missing := [n for n in stamp["snapshots"] if not (parked / SNAPSHOTS / n).is_file()]:
+        raise ConfigError(f"{parked} lacks the snapshots its stamp lists: {', '.join(missing)}")
+    train_dir.mkdir(parents=True, exist_ok=True)
+    # log and snapshots before the state: a copy cut short leaves the older state, which resumes
+    # with the log cut back to its own step
+    with atomic_path(running_log(train_dir / LOG)) as tmp:
+        shutil.copyfile(parked / LOG, tmp)
+    for name in stamp["snapshots"]:
+        with atomic_path(train_dir / SNAPSHOTS / name) as tmp:
+            shutil.copyfile(parked / SNAPSHOTS / name, tmp)
+    with atomic_path(train_dir / STATE) as tmp:
+        shutil.copyfile(parked / STATE, tmp)
+    return stamp["step"]
