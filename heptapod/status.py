@@ -82,14 +82,22 @@ def run_status(params: dict, preset: str, run: str, now: float | None = None) ->
             return RunStatus(run, steps, steps, "recorded", None, None, key)
         # a record written under other parameters stands in for nothing: the run trains again
         stale = cfg.workflow.records and read_stamp(folder) is not None
-        if not stale and (parked := parked_stamp(paths.parked.of(preset, run))) is not None:
-            return RunStatus(run, steps, parked["step"], "parked", None, None, key)
+        parked_dir = paths.parked.of(preset, run)
+        if not stale and (parked := parked_stamp(parked_dir)) is not None:
+            # timed (~) at the speed it trained at where it was parked
+            speed = _recent_speed(log_records(parked_dir / "log.jsonl"))
+            return RunStatus(run, steps, parked["step"], "parked", None, None, key, estimated_steps_per_s=speed)
         return RunStatus(run, steps, 0, "stale record" if stale else "not started", None, None, key)
-    recent = records[-RECENT - 1:]
-    seconds = recent[-1]["elapsed_s"] - recent[0]["elapsed_s"]
-    speed = (recent[-1]["step"] - recent[0]["step"]) / seconds if seconds > 0 else None
+    speed = _recent_speed(records)
     idle = (time.time() if now is None else now) - running.stat().st_mtime
     return RunStatus(run, steps, int(records[-1]["step"]), "part-way", speed, idle, key)
+
+
+def _recent_speed(records: list[dict]) -> float | None:
+    """Steps/s over a log's last RECENT records (None: too few, or no time between them)."""
+    recent = records[-RECENT - 1:]
+    seconds = recent[-1]["elapsed_s"] - recent[0]["elapsed_s"] if recent else 0
+    return (recent[-1]["step"] - recent[0]["step"]) / seconds if seconds > 0 else None
 
 
 def measured_speeds(params: dict) -> dict[str, float]:
@@ -142,7 +150,8 @@ def status_text(preset: str, rows: list[RunStatus]) -> str:
                      "recent speed (one job's time; parallel jobs share it)")
     if estimated:
         parts.append(f"~{_duration(sum(r.left_s for r in estimated))} for {len(estimated)} more at the speed "
-                     "of a run of the same model and settings trained here (~ in the table)")
+                     "of a run of the same model and settings trained here, or a parked run's where it was "
+                     "parked (~ in the table)")
     if untimed:
         parts.append(f"{sum(r.steps - r.done for r in untimed)} steps of {len(untimed)} runs not started "
                      "or without a speed yet")

@@ -106,8 +106,8 @@ def test_park_command_parks_part_way_runs_and_status_and_record_follow(params, t
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     train_dir = paths.train_dir.of("smoke", RUN)
     save_checkpoint(train_dir / "last.pt", {"kind": "train-state", "step": 2, "fingerprint": "fp", "state": {}})
-    (train_dir / "log.running.jsonl").write_text(
-        "".join(json.dumps({"step": s, "elapsed_s": float(s)}) + "\n" for s in (1, 2, 3)))
+    (train_dir / "log.running.jsonl").write_text(  # 2 steps/s
+        "".join(json.dumps({"step": s, "elapsed_s": s / 2}) + "\n" for s in (1, 2, 3)))
     assert main(["park", "--preset", "smoke"]) == 0
     parked = paths.parked.of("smoke", RUN)
     assert f"parked {RUN} at step 2 -> {parked}" in capsys.readouterr().out
@@ -118,6 +118,7 @@ def test_park_command_parks_part_way_runs_and_status_and_record_follow(params, t
     rows = preset_status(params, "smoke")
     row = {r.run: r for r in rows}[RUN]
     assert (row.state, row.done) == ("parked", 2)
+    assert row.estimated and row.left_s == pytest.approx((row.steps - 2) / 2)  # at its parked log's speed
     assert "1 parked (part-way in results/parked/smoke/: training resumes from there)" in status_text("smoke", rows)
     score_run(resolve(params, "smoke", RUN))
     assert main(["record", "--preset", "smoke", "--runs", RUN]) == 0
