@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 
 from heptapod.config import ConfigError
-from heptapod.utils.io import atomic_dir, atomic_path, load_checkpoint, read_json, write_json
+from heptapod.records import read_stamp_file
+from heptapod.utils.io import atomic_dir, atomic_path, load_checkpoint, write_json
 from heptapod.utils.training import log_lines, running_log
 
 logger = logging.getLogger(__name__)
@@ -69,14 +70,8 @@ def park(train_dir: str | Path, out: str | Path, with_snapshots: bool, provenanc
 
 def read_stamp(folder: str | Path) -> dict | None:
     """A parked state's stamp; None where the folder holds none; a corrupt one is an error."""
-    path = Path(folder) / STAMP
-    if not path.is_file():
-        return None
-    stamp = read_json(path)
-    if not isinstance(stamp, dict) or not isinstance(stamp.get("step"), int) \
-            or not isinstance(stamp.get("fingerprint"), str) or not isinstance(stamp.get("snapshots"), list):
-        raise ConfigError(f"{path}: not a parked training state (needs 'step', 'fingerprint' and 'snapshots')")
-    return stamp
+    return read_stamp_file(Path(folder) / STAMP, "a parked training state",
+                           {"step": int, "fingerprint": str, "snapshots": list})
 
 
 def _local_step(train_dir: Path, fingerprint: str) -> int:

@@ -129,16 +129,22 @@ def up_to_date(cfg: Config, preset: str, run: str, folder: str | Path) -> bool:
                                for k in ("metrics", "likelihood", "log") if source[k].is_file())
 
 
-def read_stamp(folder: str | Path) -> dict | None:
-    """A record's stamp, None where the folder holds no complete record; a corrupt one is an error."""
-    path = Path(folder) / STAMP
+def read_stamp_file(path: str | Path, what: str, fields: dict[str, type]) -> dict | None:
+    """A folder's stamp (written last: a folder without one is incomplete), None where absent; one
+    without each of ``fields`` of its type is an error naming the file and ``what`` it should be."""
+    path = Path(path)
     if not path.is_file():
         return None
     stamp = read_json(path)
-    if not isinstance(stamp, dict) or not isinstance(stamp.get("fingerprint"), str) \
-            or not isinstance(stamp.get("files"), list):
-        raise ConfigError(f"{path}: not a run record (needs 'fingerprint' and 'files')")
+    if not isinstance(stamp, dict) or not all(isinstance(stamp.get(k), t) for k, t in fields.items()):
+        names = [f"'{k}'" for k in fields]
+        raise ConfigError(f"{path}: not {what} (needs {', '.join(names[:-1])} and {names[-1]})")
     return stamp
+
+
+def read_stamp(folder: str | Path) -> dict | None:
+    """A record's stamp, None where the folder holds no complete record; a corrupt one is an error."""
+    return read_stamp_file(Path(folder) / STAMP, "a run record", {"fingerprint": str, "files": list})
 
 
 def matching_record(cfg: Config, folder: str | Path) -> dict[str, Path] | None:
