@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -363,6 +362,7 @@ def _check_runs(args, cfg) -> None:
 
 
 def cmd_record(args, cfg) -> dict:
+    from heptapod.parking import unpark
     from heptapod.records import missing_files, stale_scores, up_to_date, write_record
 
     params = load_params(args.params)
@@ -385,12 +385,11 @@ def cmd_record(args, cfg) -> dict:
         out, run_cfg = paths.record_dir.of(args.preset, run), resolve(params, args.preset, run)
         if up_to_date(run_cfg, args.preset, run, out):
             print(f"{run}: already recorded in {out}")
-            continue
-        write_record(run_cfg, args.preset, run, out)
-        recorded.append(run)
-        print(f"recorded {run} -> {out}")
-        if (parked := paths.parked.of(args.preset, run)).is_dir():  # the record supersedes it
-            shutil.rmtree(parked)
+        else:
+            write_record(run_cfg, args.preset, run, out)
+            recorded.append(run)
+            print(f"recorded {run} -> {out}")
+        if unpark(parked := paths.parked.of(args.preset, run)):  # the record supersedes it
             print(f"{run}: removed its parked state {parked}")
     return {"recorded": recorded}
 
@@ -404,11 +403,19 @@ def cmd_park(args, cfg) -> dict:
                          and not paths.model.of(args.preset, r).is_file()]
     if not runs:
         print(f"preset '{args.preset}' has no part-way run to park")
-    parked = {}
+    params, parked = load_params(args.params), {}
     for run in runs:
         out = paths.parked.of(args.preset, run)
-        stamp = park(paths.train_dir.of(args.preset, run), out, with_snapshots=run in cfg.workflow.progress_runs(),
-                     provenance=provenance(args.preset, cfg.data.dataset, run))
+        try:
+            stamp = park(paths.train_dir.of(args.preset, run), out, resolve(params, args.preset, run),
+                         with_snapshots=run in cfg.workflow.progress_runs(),
+                         provenance=provenance(args.preset, cfg.data.dataset, run))
+        except (ConfigError, CheckpointError) as exc:  # the other runs are parked all the same
+            print(f"{run}: not parked: {exc}")
+            continue
+        if stamp is None:
+            print(f"{run}: {out} is as far on as this machine's state: left as it is")
+            continue
         parked[run] = stamp["step"]
         print(f"parked {run} at step {stamp['step']} -> {out}")
     return {"parked": parked}

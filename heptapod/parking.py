@@ -15,7 +15,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from heptapod.config import ConfigError
+from heptapod.config import Config, ConfigError
+from heptapod.config import fingerprint as params_fingerprint
 from heptapod.records import read_stamp_file
 from heptapod.utils.io import atomic_dir, atomic_path, load_checkpoint, write_json
 from heptapod.utils.training import log_lines, running_log
@@ -43,19 +44,34 @@ def _snapshots_up_to(folder: Path, step: int) -> list[Path]:
     return [p for p in sorted(folder.glob("step-*.pt")) if int(p.stem.split("-")[1]) <= step]
 
 
-def park(train_dir: str | Path, out: str | Path, with_snapshots: bool, provenance: dict) -> dict:
-    """Copy an unfinished run's training state from ``train_dir`` into ``out``, replacing it whole."""
+def trained_with(state_fingerprint: str, cfg: Config) -> bool:
+    """Whether a training state's stamp names the run's present model and train parameters (the
+    tokenizer's hash that ends the stamp is checked where training resumes from it)."""
+    return state_fingerprint.startswith(params_fingerprint(cfg, "model", "train"))
+
+
+def park(train_dir: str | Path, out: str | Path, cfg: Config, with_snapshots: bool, provenance: dict) -> dict | None:
+    """Copy an unfinished run's training state from ``train_dir`` into ``out``, replacing it whole;
+    None (``out`` left as it is) where ``out`` holds a state of the same training as far on."""
     train_dir, out = Path(train_dir), Path(out)
     if (train_dir / "model.pt").is_file():
         raise ConfigError(f"{train_dir} holds a finished run (model.pt): record it instead of parking it")
     if not (train_dir / STATE).is_file():
         raise ConfigError(f"{train_dir} holds no training state ({STATE}) to park")
+    here = load_checkpoint(train_dir / STATE, STATE_KIND)
+    if not trained_with(here["fingerprint"], cfg):
+        raise ConfigError(f"{train_dir / STATE} was trained with other model or train parameters than the "
+                          "present ones")
+    parked = read_stamp(out)
+    if parked is not None and parked["fingerprint"] == here["fingerprint"] and parked["step"] >= here["step"]:
+        return None  # another machine's, further on: never overwritten by an older state
     with atomic_dir(out) as tmp:
         # the copy is read, not the original: training may replace the original meanwhile
         shutil.copyfile(train_dir / STATE, tmp / STATE)
         state = load_checkpoint(tmp / STATE, STATE_KIND)
         step = int(state["step"])
         log = running_log(train_dir / LOG)
+        log = log if log.is_file() else train_dir / LOG  # the latter: runs logged before running logs
         (tmp / LOG).write_text(_log_up_to(log, step) if log.is_file() else "")
         snapshots = _snapshots_up_to(train_dir / SNAPSHOTS, step) if with_snapshots else []
         if snapshots:
@@ -66,6 +82,17 @@ def park(train_dir: str | Path, out: str | Path, with_snapshots: bool, provenanc
                  "provenance": provenance}
         write_json(tmp / STAMP, stamp)
     return stamp
+
+
+def unpark(folder: str | Path) -> bool:
+    """Remove a parked state (its run is recorded); whether there was one. The stamp goes first:
+    a removal cut short leaves a folder that is never read."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    (folder / STAMP).unlink(missing_ok=True)
+    shutil.rmtree(folder)
+    return True
 
 
 def read_stamp(folder: str | Path) -> dict | None:
@@ -92,13 +119,16 @@ def seed_from_parked(parked: str | Path, train_dir: str | Path, fingerprint: str
     if stamp["fingerprint"] != fingerprint:
         logger.warning("%s was trained with other parameters: not resumed from", parked)
         return None
-    if _local_step(train_dir, fingerprint) >= stamp["step"]:
+    local_step = _local_step(train_dir, fingerprint)
+    if local_step >= stamp["step"]:
         return None
     state = load_checkpoint(parked / STATE, STATE_KIND)
     if state.get("step") != stamp["step"] or state.get("fingerprint") != fingerprint:
         raise ConfigError(f"{parked / STATE} does not match its stamp {parked / STAMP} (step or parameters)")
     if missing := [n for n in stamp["snapshots"] if not (parked / SNAPSHOTS / n).is_file()]:
         raise ConfigError(f"{parked} lacks the snapshots its stamp lists: {', '.join(missing)}")
+    if local_step < 0:  # none here, or another training's: its snapshots go too
+        shutil.rmtree(train_dir / SNAPSHOTS, ignore_errors=True)
     train_dir.mkdir(parents=True, exist_ok=True)
     # log and snapshots before the state: a copy cut short leaves the older state, which resumes
     # with the log cut back to its own step

@@ -17,6 +17,7 @@ from pathlib import Path
 from heptapod import paths
 from heptapod.config import Config, fingerprint, preset_names, resolve
 from heptapod.parking import read_stamp as parked_stamp
+from heptapod.parking import trained_with
 from heptapod.records import matching_record, read_stamp
 from heptapod.utils.training import log_lines, running_log
 
@@ -83,7 +84,8 @@ def run_status(params: dict, preset: str, run: str, now: float | None = None) ->
         # a record written under other parameters stands in for nothing: the run trains again
         stale = cfg.workflow.records and read_stamp(folder) is not None
         parked_dir = paths.parked.of(preset, run)
-        if not stale and (parked := parked_stamp(parked_dir)) is not None:
+        parked = parked_stamp(parked_dir)
+        if not stale and parked is not None and trained_with(parked["fingerprint"], cfg):  # else it starts over
             # timed (~) at the speed it trained at where it was parked
             speed = _recent_speed(log_records(parked_dir / "log.jsonl"))
             return RunStatus(run, steps, parked["step"], "parked", None, None, key, estimated_steps_per_s=speed)

@@ -52,9 +52,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
+        # the old folder is moved aside, not deleted, before the new one takes its name: a kill
+        # leaves the old folder whole (aside, if not in place) or the new one, never half of one
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old.")) / path.name
         if path.exists():
-            shutil.rmtree(path)
+            os.replace(path, old)
         os.replace(tmp, path)
+        shutil.rmtree(old.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
