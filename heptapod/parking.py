@@ -19,7 +19,7 @@ from heptapod.config import Config, ConfigError
 from heptapod.config import fingerprint as params_fingerprint
 from heptapod.records import read_stamp_file
 from heptapod.utils.io import atomic_dir, atomic_path, load_checkpoint, write_json
-from heptapod.utils.training import log_lines, running_log
+from heptapod.utils.training import log_lines_up_to, running_log
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +28,6 @@ LOG = "log.jsonl"
 SNAPSHOTS = "snapshots"
 STAMP = "parked.json"  # written last: a folder without it is incomplete and never read
 STATE_KIND = "train-state"
-
-
-def _log_up_to(path: Path, step: int) -> str:
-    """A training log's lines up to ``step`` (the rest was trained after the state was saved)."""
-    lines = []
-    for line, record in log_lines(path):
-        if "step" not in record or record["step"] > step:
-            break
-        lines.append(line + "\n")
-    return "".join(lines)
 
 
 def _snapshots_up_to(folder: Path, step: int) -> list[Path]:
@@ -72,7 +62,7 @@ def park(train_dir: str | Path, out: str | Path, cfg: Config, with_snapshots: bo
         step = int(state["step"])
         log = running_log(train_dir / LOG)
         log = log if log.is_file() else train_dir / LOG  # the latter: runs logged before running logs
-        (tmp / LOG).write_text(_log_up_to(log, step) if log.is_file() else "")
+        (tmp / LOG).write_text("".join(line + "\n" for line, _ in log_lines_up_to(log, step)) if log.is_file() else "")
         snapshots = _snapshots_up_to(train_dir / SNAPSHOTS, step) if with_snapshots else []
         if snapshots:
             (tmp / SNAPSHOTS).mkdir()

@@ -90,6 +90,16 @@ def log_lines(path: str | Path) -> Iterator[tuple[str, dict]]:
             return
 
 
+def log_lines_up_to(path: str | Path, step: int) -> Iterator[tuple[str, dict]]:
+    """A training log's lines (and records) up to ``step``: what a state saved at that step has
+    trained (the log ends at its first line without a step)."""
+    for line, record in log_lines(path):
+        if "step" not in record:
+            return
+        if record["step"] <= step:
+            yield line, record
+
+
 class MetricsLog:
     """JSON-lines metrics log. While the run trains it grows in ``<name>.running.jsonl``, which
     is not an output of the training job: Snakemake and DVC remove a job's outputs before they
@@ -103,12 +113,9 @@ class MetricsLog:
         lines = []
         source = self.running if self.running.exists() else self.path  # the latter: older runs
         if resume_step > 0 and source.exists():
-            for line, record in log_lines(source):
-                if "step" not in record:
-                    break
-                if record["step"] <= resume_step:
-                    lines.append(line)
-                    self.elapsed0 = record.get("elapsed_s", self.elapsed0)
+            for line, record in log_lines_up_to(source, resume_step):
+                lines.append(line)
+                self.elapsed0 = record.get("elapsed_s", self.elapsed0)
         with atomic_path(self.running) as tmp:
             tmp.write_text("".join(line + "\n" for line in lines))
 
