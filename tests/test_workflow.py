@@ -504,7 +504,7 @@ def test_every_subcommand_runs_with_only_its_required_arguments(project, tmp_pat
         "bench-scale": ["--batches", "2", "--steps", "1", "--positions", "--out", out + ".json"],
         "analyze": ["--name", "attention", "--runs", "2d-random", "--models", run + "/model.pt", "--latents",
                     lat + "test.h5", "--out-dir", out],
-        "schema": [], "params": [], "model-params": [], "status": [], "record": [],
+        "schema": [], "params": [], "model-params": [], "status": [], "record": [], "park": [],
     }
     commands = build_parser()._subparsers._group_actions[0].choices
     assert set(required) == set(commands)  # a new subcommand gets a line here
