@@ -17,17 +17,17 @@ from pathlib import Path
 
 from heptapod.config import Config, ConfigError
 from heptapod.config import fingerprint as params_fingerprint
+from heptapod.paths import MODEL_FILE, STATE_KIND
+from heptapod.paths import STATE_FILE as STATE
 from heptapod.records import read_stamp_file
 from heptapod.utils.io import atomic_dir, atomic_path, load_checkpoint, write_json
 from heptapod.utils.training import log_lines_up_to, running_log
 
 logger = logging.getLogger(__name__)
 
-STATE = "last.pt"
 LOG = "log.jsonl"
 SNAPSHOTS = "snapshots"
 STAMP = "parked.json"  # written last: a folder without it is incomplete and never read
-STATE_KIND = "train-state"
 
 
 def _snapshots_up_to(folder: Path, step: int) -> list[Path]:
@@ -44,8 +44,8 @@ def park(train_dir: str | Path, out: str | Path, cfg: Config, with_snapshots: bo
     """Copy an unfinished run's training state from ``train_dir`` into ``out``, replacing it whole;
     None (``out`` left as it is) where ``out`` holds a state of the same training as far on."""
     train_dir, out = Path(train_dir), Path(out)
-    if (train_dir / "model.pt").is_file():
-        raise ConfigError(f"{train_dir} holds a finished run (model.pt): record it instead of parking it")
+    if (train_dir / MODEL_FILE).is_file():
+        raise ConfigError(f"{train_dir} holds a finished run ({MODEL_FILE}): record it instead of parking it")
     if not (train_dir / STATE).is_file():
         raise ConfigError(f"{train_dir} holds no training state ({STATE}) to park")
     here = load_checkpoint(train_dir / STATE, STATE_KIND)

@@ -49,8 +49,12 @@ tokenizer_recon = Pattern(RESULTS + "/tokenizer/{preset}/{kind}/recon.png")
 latents = Pattern(RESULTS + "/latents/{preset}/{kind}/{split}.h5")
 latents_part = Pattern(RESULTS + "/latents/{preset}/{kind}/{split}.part-{shard}-of-{shards}.h5")
 
+STATE_FILE = "last.pt"  # a run's resumable training state (model, EMA, optimizer, step), in its train folder
+STATE_KIND = "train-state"  # the checkpoint kind that state is stamped with
+MODEL_FILE = "model.pt"  # the finished run's generator
+
 train_dir = Pattern(RESULTS + "/train/{preset}/{variant}")
-model = Pattern(train_dir + "/model.pt")
+model = Pattern(train_dir + "/" + MODEL_FILE)
 train_log = Pattern(train_dir + "/log.jsonl")
 
 sample_dir = Pattern(RESULTS + "/sample/{preset}/{variant}")

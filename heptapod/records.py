@@ -86,9 +86,9 @@ def write_record(cfg: Config, preset: str, run: str, out: str | Path) -> dict:
                           f"{', '.join(map(str, stale))} older than {paths.model.of(preset, run)}")
     source = pipeline_files(cfg, preset, run)
     summary = model_summary(source["model"])
-    trained_with = source["model"].with_name("last.pt")  # the training state, stamped with its params
+    trained_with = source["model"].with_name(paths.STATE_FILE)  # the training state, stamped with its params
     if trained_with.is_file() and "tokenizer_sha256" in summary:
-        stamp = load_checkpoint(trained_with, "train-state").get("fingerprint")
+        stamp = load_checkpoint(trained_with, paths.STATE_KIND).get("fingerprint")
         if stamp != training_fingerprint(cfg, summary["tokenizer_sha256"]):
             raise ConfigError(f"run '{run}' of preset '{preset}' was trained with other model or train "
                               f"parameters than the present ones ({trained_with}); rerun it before recording it")

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from heptapod import paths
 from heptapod.config import Config, training_fingerprint
 from heptapod.data.store import LatentStore
 from heptapod.models.heptapod import Heptapod, ModelSpec
@@ -158,7 +159,8 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
     model = build_model(cfg, store).to(device)
     ema = EMA(model, tc.ema_decay)
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.95))
-    state = Resumable(out_dir / "last.pt", "train-state", training_fingerprint(cfg, store.attrs["tokenizer_sha256"]))
+    state = Resumable(out_dir / paths.STATE_FILE, paths.STATE_KIND,
+                      training_fingerprint(cfg, store.attrs["tokenizer_sha256"]))
     objects = {"model": model, "ema": ema, "opt": opt}
     if parked is not None and rank == 0:
         if (step := seed_from_parked(parked, out_dir, state.fingerprint)) is not None:
@@ -247,7 +249,7 @@ def train(cfg: Config, latents: str | Path, out_dir: str | Path, max_steps: int 
              # where the run finished training (a resumed run may have started elsewhere)
              "machine": machine_label(machine(device)) + (f" x {world} processes" if world > 1 else "")}
     if main:
-        save_checkpoint(out_dir / "model.pt", _generator_checkpoint(model, ema, tc.steps, store, extra))
+        save_checkpoint(out_dir / paths.MODEL_FILE, _generator_checkpoint(model, ema, tc.steps, store, extra))
         log.publish()
     return {"steps": tc.steps, "num_params": model.num_params(), "train_pflops": flops * tc.steps / 1e15}
 
