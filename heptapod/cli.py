@@ -266,7 +266,8 @@ def cmd_convergence(args, cfg) -> dict:
     return convergence_report(*files, args.first_floor, cfg.sample.num_samples,
                               (args.shorter_latents, args.latents), (chain[1], args.preset, chain[-1]), args.out,
                               Path(args.out).with_suffix(".json"), cfg.data.dataset, args.steps or (),
-                              tuple(args.density_runs), supervision, args.first_latents)
+                              tuple(args.density_runs), supervision, args.first_latents,
+                              (args.earlier_link or [None])[0])
 
 
 def cmd_analyze(args, cfg) -> dict:
@@ -597,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", nargs="*", default=None,
                    help="held-out NLL by generation step (analysis/steps.json) of workflow.longer_of, this preset "
                         "and, where it is not workflow.longer_of, the chain's first: set side by side")
+    p.add_argument("--earlier-link", nargs="*", default=None,
+                   help="the link before's convergence.json (workflow.longer_of's own comparison, where it is not "
+                        "the chain's first): its noise carries over, so a threshold never shrinks along the chain")
     p.add_argument("--out", required=True, help="convergence.md (a .json and .png beside it)")
     p = add("publish", cmd_publish, "copy a finished report (or one family's files) into the DVC-owned folder")
     p.add_argument("--src", required=True)

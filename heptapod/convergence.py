@@ -9,7 +9,8 @@ undertraining. Presets chain (a run trained 4x as long compares with the 2x one)
 judged with the noise of the chain's first preset, the one with a full Table 1 (its seed SD and
 floor), and the standard error over held-out images, paired where both presets scored the same
 tokens. Seed spread may change with training: where a longer budget trains seed replicates of
-its own and they spread more, their SD takes over (the threshold only ever grows). Each link
+its own and they spread more, their SD takes over, and the link before's noise carries over to
+the next (the threshold only ever grows along the chain, also where a link trains one seed). Each link
 also sets the first preset's denser-supervision runs (Fig. 8) beside the chain by training
 compute: more steps and more supervised prefixes per step are two ways to spend it.
 """
@@ -70,13 +71,18 @@ def seed_spread(budgets: dict[str, pd.DataFrame], variants: list[str]) -> pd.Dat
     return pd.DataFrame(out)
 
 
-def chain_noise(first: dict[str, verdicts.Noise], spread: pd.DataFrame) -> dict[str, verdicts.Noise]:
+def chain_noise(first: dict[str, verdicts.Noise], spread: pd.DataFrame,
+                earlier: dict[str, dict] | None = None) -> dict[str, verdicts.Noise]:
     """The first preset's noise, its seed SD replaced by a longer budget's where that one is
     measured (replicates at that budget) and larger: a threshold set at the first budget must
-    not understate the spread of runs trained longer."""
+    not understate the spread of runs trained longer. ``earlier``: the link before's noise (its
+    report's ``noise``), so a spread measured at an earlier budget of the chain still counts
+    where this link's presets train one seed."""
     out = dict(first)
     for m, label in SCORES:
         measured = spread[f"{label} seed SD"].iloc[1:].dropna().tolist()
+        if earlier is not None and earlier[m]["seed_sd"] is not None:
+            measured.append(earlier[m]["seed_sd"])
         if measured and (first[m].seed_sd is None or max(measured) > first[m].seed_sd):
             out[m] = replace(first[m], seed_sd=max(measured))
     return out
@@ -189,7 +195,8 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
                        floor_path: str | Path, samples: int, latents: tuple[str | Path, str | Path],
                        names: tuple[str, str, str], out_md: str | Path, out_json: str | Path,
                        dataset: str, step_files: tuple[str | Path, ...] = (), density: tuple[str, ...] = (),
-                       supervision: dict[str, int] | None = None, first_latents: str | Path | None = None) -> dict:
+                       supervision: dict[str, int] | None = None, first_latents: str | Path | None = None,
+                       earlier_link: str | Path | None = None) -> dict:
     """``convergence.md``/``.json`` (and a ``.png`` of every budget's training curves): how far
     each run of ``longer`` moved from its namesake in ``shorter``, and whether Table 1's verdicts
     hold at both budgets. ``first``: every Table 1 run of the chain's first preset, which give
@@ -200,7 +207,8 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
     ``shorter``), set side by side where given; ``density``: which runs of ``first`` are its
     density sweep's (Fig. 8, n > 1) and not Table 1's, set beside the chain at equal compute
     (``supervision``: n per variant; ``first_latents``: the first's test latent store, which
-    pairs their images with the longer runs')."""
+    pairs their images with the longer runs'); ``earlier_link``: the convergence.json of the link
+    before (``shorter`` against its own shorter preset), whose noise carries over."""
     dense = {r: first[r] for r in density}
     first = {r: f for r, f in first.items() if r not in dense}  # Table 1's: the noise
     for other, name in ((shorter, names[0]), (first, names[2])):
@@ -213,7 +221,8 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
     variants = list(dict.fromkeys(long_rows["variant"]))
     spread = seed_spread({names[2]: all_first, **({} if names[2] == names[0] else {names[0]: short_rows}),
                           names[1]: long_rows}, variants)
-    noise = chain_noise(first_noise, spread)
+    earlier = read_json(earlier_link) if earlier_link else None
+    noise = chain_noise(first_noise, spread, earlier["noise"] if earlier else None)
     seeds = int(long_rows.groupby("variant").size().min())
     # the chain's first budget, where it is not the shorter one: where the runs started from
     start = None if names[2] == names[0] else all_first.set_index("run").loc[list(longer)]
@@ -275,7 +284,10 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
         f"{len(runs)}. {sum(v['holds'] for v in held.values())} of {len(held)} Table 1 verdicts hold "
         "at both budgets.**", "",
         f"Noise: the seed SD of `{names[2]}`'s Table 1 (every seed), or of a longer budget's own seeds "
-        f"where it has several and they spread more, and the floor SD at {samples} samples: "
+        f"where it has several and they spread more"
+        + (f" (here or at an earlier link of the chain: `{earlier['shorter']}` vs `{earlier['longer']}`'s "
+           "noise carries over, so a threshold never shrinks along the chain)" if earlier else "")
+        + f", and the floor SD at {samples} samples: "
         + "; ".join(f"{m.upper()}: {noise[m].describe()}" for m, _ in SCORES) + ". NLL "
         "standard errors are " + ("paired image by image (both presets scored the same held-out tokens)."
                                   if paired else "unpaired: the presets' held-out tokens differ "
@@ -295,6 +307,7 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
     write_text(out_md, "\n".join(lines))
     write_json(out_json, {
         "shorter": names[0], "longer": names[1], "noise_from": names[2], "paired": paired, "stopped": stopped,
+        "noise_carried_from": None if earlier is None else [earlier["shorter"], earlier["longer"]],
         "runs": runs, "first_budget": None if start is None else {
             r: {"steps": int(start.loc[r, "steps"]), **{m: float(start.loc[r, m]) for m, _ in SCORES}} for r in longer},
         "verdicts": held, "statements": {n: budgets[n]["statement"] for n in names[:2]}, "by_step": by_step,

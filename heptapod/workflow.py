@@ -351,7 +351,8 @@ class Pipeline:
 
     def convergence_inputs(self, w) -> dict[str, list[Path]]:
         """The runs' files in this preset, the one it trains longer and the chain's first; the
-        three's test latent stores, the first's floor and each one's NLL by generation step."""
+        three's test latent stores, the first's floor, each one's NLL by generation step and the
+        link before's report."""
         chain, named = self.convergence_chain(w), self.convergence_runs(w)
         kind = tokenizer_kind(self.config(w.preset, named["runs"][0]))
         # held-out NLL by generation step (shorter, this, the first where it is not the shorter):
@@ -365,7 +366,9 @@ class Pipeline:
                 "latents": [paths.latents.of(w.preset, kind, "test")],
                 "shorter_latents": [paths.latents.of(chain[1], kind, "test")],
                 "first_latents": [paths.latents.of(chain[-1], kind, "test")],
-                "first_floor": [paths.noise_floor.of(chain[-1])], "steps": steps}
+                "first_floor": [paths.noise_floor.of(chain[-1])], "steps": steps,
+                # the link before (where the shorter preset is not the first): its noise carries over
+                "earlier_link": [paths.report_file.of(chain[1], "convergence.json")] if len(chain) > 2 else []}
 
     def bench_latents(self, w) -> Path:
         """The bench's model reads the preset's own tokens: VQ codes or KL latents."""

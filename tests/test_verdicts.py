@@ -275,7 +275,8 @@ def test_a_longer_budget_whose_seeds_spread_more_raises_the_threshold():
     """The doubling chain judges every link by its first preset's noise, unless a longer budget
     trained seed replicates of its own that spread more: then theirs sets the threshold (seed
     spread may grow with training, and a threshold must not understate it). One seed per
-    variant measures nothing and changes nothing."""
+    variant measures nothing and changes nothing. Along a chain, the link before's noise carries
+    over: a link whose presets train one seed keeps the spread an earlier budget measured."""
     from heptapod.convergence import SCORES, chain_noise, seed_spread
 
     def rows(steps, nll_by_variant):
@@ -300,6 +301,11 @@ def test_a_longer_budget_whose_seeds_spread_more_raises_the_threshold():
 
     assert chain_noise(base, seed_spread({"ref": first, "2x": narrower}, ["a", "b"])) == base
     assert chain_noise(base, seed_spread({"ref": first, "4x": single}, ["a", "b"])) == base
+    # the next link (one seed at 4x and 8x) keeps the wider spread that the link before measured
+    earlier = {m: {"seed_sd": n.seed_sd, "floor_sd": n.floor_sd} for m, n in noise.items()}
+    assert chain_noise(base, seed_spread({"ref": first, "4x": single}, ["a", "b"]), earlier) == noise
+    assert chain_noise(noise, seed_spread({"ref": first}, ["a", "b"]),
+                       {m: {"seed_sd": None, "floor_sd": None} for m in earlier}) == noise
 
 
 def test_the_doubling_test_sets_each_budgets_nll_by_step_side_by_side():

@@ -109,7 +109,7 @@ rule agreement_report:
 rule convergence_report:
     """How far each run moved when its training doubled (workflow.longer_of: the same runs on a
     shorter schedule), and whether Table 1's verdicts hold at both budgets; judged by the noise of
-    the chain's first preset."""
+    the chain's first preset, or of a longer budget's seeds (this link's or an earlier one's) where larger."""
     input:
         unpack(P.convergence_inputs),
     output:
@@ -139,4 +139,5 @@ rule convergence_report:
         " --first-likelihood {input.first_likelihood} --first-models {input.first_models}"
         " --first-logs {input.first_logs} --first-floor {input.first_floor} --steps {input.steps}"
         " --density-runs {params.density_runs} --first-latents {input.first_latents}"
+        " --earlier-link {input.earlier_link}"
         " --out {output.md} 2>&1 | tee {log}"
