@@ -400,7 +400,8 @@ def cmd_park(args, cfg) -> dict:
 
     _check_runs(args, cfg)
     # by default every run that is part-way here: a state, no final model
-    runs = args.runs or [r for r in cfg.workflow.runs() if (paths.train_dir.of(args.preset, r) / paths.STATE_FILE).is_file()
+    runs = args.runs or [r for r in cfg.workflow.runs()
+                         if (paths.train_dir.of(args.preset, r) / paths.STATE_FILE).is_file()
                          and not paths.model.of(args.preset, r).is_file()]
     if not runs:
         print(f"preset '{args.preset}' has no part-way run to park")

@@ -88,6 +88,18 @@ def chain_noise(first: dict[str, verdicts.Noise], spread: pd.DataFrame,
     return out
 
 
+def read_earlier_link(path: str | Path) -> dict:
+    """The link before's convergence.json, checked for what the next link reads of it: the
+    presets it compared and each score's noise."""
+    link = read_json(path)
+    noise = link.get("noise") if isinstance(link, dict) else None
+    if not (isinstance(noise, dict) and all(isinstance(noise.get(m), dict) and "seed_sd" in noise[m]
+                                            for m, _ in SCORES) and {"shorter", "longer"} <= set(link)):
+        raise ValueError(f"{path}: not a doubling test's report (needs 'shorter', 'longer' and a seed SD per "
+                         f"score under 'noise'); rebuild it with the convergence target")
+    return link
+
+
 def judge_runs(before: pd.Series, after: pd.Series, noise: dict) -> dict[str, dict]:
     """Per score: the run's value at both budgets, the change (positive: better after) and
     whether it moved by the decision rule."""
@@ -221,7 +233,7 @@ def convergence_report(shorter: dict[str, RunFiles], longer: dict[str, RunFiles]
     variants = list(dict.fromkeys(long_rows["variant"]))
     spread = seed_spread({names[2]: all_first, **({} if names[2] == names[0] else {names[0]: short_rows}),
                           names[1]: long_rows}, variants)
-    earlier = read_json(earlier_link) if earlier_link else None
+    earlier = read_earlier_link(earlier_link) if earlier_link else None
     noise = chain_noise(first_noise, spread, earlier["noise"] if earlier else None)
     seeds = int(long_rows.groupby("variant").size().min())
     # the chain's first budget, where it is not the shorter one: where the runs started from

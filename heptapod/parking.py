@@ -17,8 +17,7 @@ from pathlib import Path
 
 from heptapod.config import Config, ConfigError
 from heptapod.config import fingerprint as params_fingerprint
-from heptapod.paths import MODEL_FILE, STATE_KIND
-from heptapod.paths import STATE_FILE as STATE
+from heptapod.paths import MODEL_FILE, STATE_FILE, STATE_KIND
 from heptapod.records import read_stamp_file
 from heptapod.utils.io import atomic_dir, atomic_path, load_checkpoint, write_json
 from heptapod.utils.training import log_lines_up_to, running_log
@@ -46,19 +45,19 @@ def park(train_dir: str | Path, out: str | Path, cfg: Config, with_snapshots: bo
     train_dir, out = Path(train_dir), Path(out)
     if (train_dir / MODEL_FILE).is_file():
         raise ConfigError(f"{train_dir} holds a finished run ({MODEL_FILE}): record it instead of parking it")
-    if not (train_dir / STATE).is_file():
-        raise ConfigError(f"{train_dir} holds no training state ({STATE}) to park")
-    here = load_checkpoint(train_dir / STATE, STATE_KIND)
+    if not (train_dir / STATE_FILE).is_file():
+        raise ConfigError(f"{train_dir} holds no training state ({STATE_FILE}) to park")
+    here = load_checkpoint(train_dir / STATE_FILE, STATE_KIND)
     if not trained_with(here["fingerprint"], cfg):
-        raise ConfigError(f"{train_dir / STATE} was trained with other model or train parameters than the "
+        raise ConfigError(f"{train_dir / STATE_FILE} was trained with other model or train parameters than the "
                           "present ones")
     parked = read_stamp(out)
     if parked is not None and parked["fingerprint"] == here["fingerprint"] and parked["step"] >= here["step"]:
         return None  # another machine's, further on: never overwritten by an older state
     with atomic_dir(out) as tmp:
         # the copy is read, not the original: training may replace the original meanwhile
-        shutil.copyfile(train_dir / STATE, tmp / STATE)
-        state = load_checkpoint(tmp / STATE, STATE_KIND)
+        shutil.copyfile(train_dir / STATE_FILE, tmp / STATE_FILE)
+        state = load_checkpoint(tmp / STATE_FILE, STATE_KIND)
         step = int(state["step"])
         log = running_log(train_dir / LOG)
         log = log if log.is_file() else train_dir / LOG  # the latter: runs logged before running logs
@@ -93,9 +92,9 @@ def read_stamp(folder: str | Path) -> dict | None:
 
 def _local_step(train_dir: Path, fingerprint: str) -> int:
     """The step of the machine's own state of the run; -1 where it has none under these parameters."""
-    if not (train_dir / STATE).is_file():
+    if not (train_dir / STATE_FILE).is_file():
         return -1
-    state = load_checkpoint(train_dir / STATE, STATE_KIND)
+    state = load_checkpoint(train_dir / STATE_FILE, STATE_KIND)
     return int(state["step"]) if state.get("fingerprint") == fingerprint else -1
 
 
@@ -112,9 +111,9 @@ def seed_from_parked(parked: str | Path, train_dir: str | Path, fingerprint: str
     local_step = _local_step(train_dir, fingerprint)
     if local_step >= stamp["step"]:
         return None
-    state = load_checkpoint(parked / STATE, STATE_KIND)
+    state = load_checkpoint(parked / STATE_FILE, STATE_KIND)
     if state.get("step") != stamp["step"] or state.get("fingerprint") != fingerprint:
-        raise ConfigError(f"{parked / STATE} does not match its stamp {parked / STAMP} (step or parameters)")
+        raise ConfigError(f"{parked / STATE_FILE} does not match its stamp {parked / STAMP} (step or parameters)")
     if missing := [n for n in stamp["snapshots"] if not (parked / SNAPSHOTS / n).is_file()]:
         raise ConfigError(f"{parked} lacks the snapshots its stamp lists: {', '.join(missing)}")
     if local_step < 0:  # none here, or another training's: its snapshots go too
@@ -127,6 +126,6 @@ def seed_from_parked(parked: str | Path, train_dir: str | Path, fingerprint: str
     for name in stamp["snapshots"]:
         with atomic_path(train_dir / SNAPSHOTS / name) as tmp:
             shutil.copyfile(parked / SNAPSHOTS / name, tmp)
-    with atomic_path(train_dir / STATE) as tmp:
-        shutil.copyfile(parked / STATE, tmp)
+    with atomic_path(train_dir / STATE_FILE) as tmp:
+        shutil.copyfile(parked / STATE_FILE, tmp)
     return stamp["step"]

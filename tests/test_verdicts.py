@@ -1,5 +1,6 @@
 """The decision rule and the noise it is judged against."""
 
+import json
 import math
 
 import numpy as np
@@ -306,6 +307,22 @@ def test_a_longer_budget_whose_seeds_spread_more_raises_the_threshold():
     assert chain_noise(base, seed_spread({"ref": first, "4x": single}, ["a", "b"]), earlier) == noise
     assert chain_noise(noise, seed_spread({"ref": first}, ["a", "b"]),
                        {m: {"seed_sd": None, "floor_sd": None} for m in earlier}) == noise
+
+
+def test_a_doubling_link_reads_the_link_before_or_names_the_file(tmp_path):
+    """The next link reads the presets and noise of the link before's report; a file without
+    them (another report, an older layout) is one error naming it, not a KeyError."""
+    from heptapod.convergence import read_earlier_link
+
+    good = tmp_path / "convergence.json"
+    noise = {"nll": {"seed_sd": 0.009, "floor_sd": None}, "fid": {"seed_sd": 1.7, "floor_sd": 0.1}}
+    good.write_text(json.dumps({"shorter": "ref", "longer": "2x", "noise": noise}))
+    assert read_earlier_link(good)["noise"] == noise
+    for broken in ({"shorter": "ref", "longer": "2x"}, {"noise": noise}, [1, 2],
+                   {"shorter": "ref", "longer": "2x", "noise": {"nll": noise["nll"]}}):
+        good.write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match="convergence.json: not a doubling test's report"):
+            read_earlier_link(good)
 
 
 def test_the_doubling_test_sets_each_budgets_nll_by_step_side_by_side():
